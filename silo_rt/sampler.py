@@ -1,0 +1,136 @@
+"""Algorithm 1 (SILO), the PyTorch reference sampler.
+
+``restore`` encodes the measurement once, runs ``steps`` guided DDPM steps entirely in latent
+space (:class:`~silo_rt.step.GuidedStep`), and decodes once. Every random number comes from
+:class:`~silo_rt.noise.NoiseSource`, so the ONNX Runtime and GPU backends reproduce it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .degradations import get_degradation
+from .errors import SiloError
+from .noise import NoiseSource
+from .schedule import Schedule, from_scheduler
+from .step import GuidedStep
+from .tasks import DEFAULT_SIGMA_Y, LATENT_CLAMP, get_task
+
+StepCallback = Callable[[int, int, torch.Tensor, float], None]
+"""``callback(step_index, timestep, z_{t-1}, loss)``, called after each step."""
+
+
+@dataclass
+class SamplingOptions:
+    """Knobs of one restoration.
+
+    Attributes:
+        task: degradation name.
+        steps: DDPM inference steps (999 = the authors' default).
+        eta: consistency scale η; ``None`` takes the task default (0.5, or 1.0 for ``ip``).
+        seed: seed of :class:`~silo_rt.noise.NoiseSource`.
+        prompt: text condition ("" = unconditional).
+        cfg_scale: classifier-free guidance scale (1 = off).
+        sigma_y: measurement noise std in the [-1, 1] range, given to H_θ.
+    """
+
+    task: str
+    steps: int = 999
+    eta: float | None = None
+    seed: int = 0
+    prompt: str = ""
+    cfg_scale: float = 1.0
+    sigma_y: float = DEFAULT_SIGMA_Y
+
+    @property
+    def resolved_eta(self) -> float:
+        return get_task(self.task).eta if self.eta is None else float(self.eta)
+
+    def validate(self) -> None:
+        get_task(self.task)
+        if self.steps < 1:
+            raise SiloError(f"steps must be at least 1, got {self.steps}")
+        if self.cfg_scale < 1.0:
+            raise SiloError(f"cfg scale must be >= 1 (1 = off), got {self.cfg_scale}")
+        if not 0.0 <= self.sigma_y < 1.0:
+            raise SiloError(f"sigma_y must be in [0, 1) (the [-1, 1] image range), "
+                            f"got {self.sigma_y}")
+
+
+def image_size_for(task: str, measurement: torch.Tensor | np.ndarray) -> int:
+    """Full image side for a square measurement of ``task`` (SR measurements are smaller)."""
+    h, w = measurement.shape[-2:]
+    if h != w:
+        raise SiloError(f"measurement must be square, got {w}x{h}")
+    return h * get_task(task).scale
+
+
+@torch.no_grad()
+def encode_measurement(prior, task: str, y: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+    """``w = clamp(E(y))``: a posterior *sample* × scaling factor; clamped to ±4 for gb/sr."""
+    degradation = get_degradation(task)
+    image_size = image_size_for(task, y)
+    x_in = degradation.encoder_input(y, image_size)
+    posterior = prior.vae.encode(x_in).latent_dist
+    eps = torch.from_numpy(noise.encoder_noise(tuple(posterior.mean.shape)))
+    w = (posterior.mean + posterior.std * eps.to(posterior.mean)) * prior.scaling_factor
+    if get_task(task).clamp_latent:
+        w = w.clamp(-LATENT_CLAMP, LATENT_CLAMP)
+    return w
+
+
+@torch.no_grad()
+def decode_latent(prior, z0: torch.Tensor) -> torch.Tensor:
+    """``x̂ = D(z0 / scaling_factor)``, ``(B, 3, H, W)``, clamped to [-1, 1]."""
+    return prior.vae.decode(z0 / prior.scaling_factor).sample.clamp(-1, 1)
+
+
+def run_steps(z: torch.Tensor, schedule: Schedule, step_noise: np.ndarray, step_fn,
+              callback: StepCallback | None = None) -> torch.Tensor:
+    """The shared DDPM loop: ``z, loss = step_fn(z, timestep, coefficients, noise)`` per step.
+
+    ``timestep`` is a ``(1,)`` float32 tensor, ``coefficients`` ``(5,)`` float32.
+    """
+    timesteps = torch.from_numpy(schedule.timesteps.astype(np.float32))
+    coefficients = torch.from_numpy(schedule.coefficients)
+    for i in range(len(schedule)):
+        n = torch.from_numpy(step_noise[i]).to(z)
+        z, loss = step_fn(z, timesteps[i:i + 1].to(z), coefficients[i].to(z), n)
+        z = z.detach()
+        if callback is not None:
+            callback(i, int(schedule.timesteps[i]), z, float(loss))
+    return z
+
+
+def restore(prior, operator, arch: str, y: torch.Tensor, options: SamplingOptions,
+            callback: StepCallback | None = None) -> torch.Tensor:
+    """Restore measurement ``y`` ``(1, 3, h, w)`` in [-1, 1] with SILO; returns ``x̂``.
+
+    Args:
+        prior: :class:`~silo_rt.prior.LatentPrior`.
+        operator: the trained H_θ (frozen), of architecture ``arch``.
+        y: the measurement (low resolution for SR tasks).
+        options: steps, η, seed, prompt, CFG, σ_y.
+        callback: called after every step.
+    """
+    options.validate()
+    noise = NoiseSource(options.seed)
+    w = encode_measurement(prior, options.task, y, noise)
+    context = prior.encode_prompt(options.prompt, options.cfg_scale)
+    schedule = from_scheduler(prior.scheduler, options.steps)
+    shape = tuple(w.shape)
+    z = torch.from_numpy(noise.initial_latent(shape)) * prior.scheduler.init_noise_sigma
+    step_noise = noise.step_noise(len(schedule), shape)
+    step = GuidedStep(prior, operator, arch, options.cfg_scale)
+    eta = torch.tensor([options.resolved_eta])
+    sigma_y = torch.tensor([options.sigma_y])
+
+    def silo_step(z_t, timestep, coefficients, n):
+        return step(z_t, timestep, coefficients, n, w, eta, context, sigma_y)
+
+    z0 = run_steps(z, schedule, step_noise, silo_step, callback)
+    return decode_latent(prior, z0)

@@ -1,0 +1,102 @@
+"""One guided step of Algorithm 1 as a pure function of tensors.
+
+This module is what both the reference sampler runs and the exporter traces, so the ONNX
+step graph and the reference compute the same thing by construction; the parity tests check
+that the *exported* graph does.
+
+With ``c = coefficients`` (see :mod:`silo_rt.schedule`)::
+
+    ε̂   = UNet(z_t, t, context)                     (CFG: ε_u + g·(ε_c − ε_u))
+    ẑ0  = c[0]·z_t + c[1]·ε̂                          (Eq. 12)
+    ŵ   = H_θ(ẑ0 | up-block features, t, σ_y)
+    L   = Σ_b ‖w_b − ŵ_b‖₂                           (plain L2 norm per image, not squared)
+    g   = ∂L/∂z_t                                    (through H_θ *and* the UNet)
+    z_{t−1} = c[2]·ẑ0 + c[3]·z_t + c[4]·n − η·clamp(g, −1, 1)
+
+For one image the loss is exactly the authors' ``torch.linalg.norm(w − ŵ)``; for a batch the
+per-image sum keeps each image's gradient independent of the others.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .operators.features import UpBlockFeatureTap
+
+
+class GuidedStep(nn.Module):
+    """Algorithm 1, lines 4-9, for a frozen prior and operator.
+
+    Args:
+        prior: a :class:`~silo_rt.prior.LatentPrior` (its UNet is used).
+        operator: H_θ (``cnn`` or ``readout``), frozen.
+        arch: the operator's architecture name.
+        cfg_scale: classifier-free guidance scale; > 1 doubles the UNet batch and expects a
+            ``(2B, L, D)`` context ordered [unconditional, prompt].
+    """
+
+    def __init__(self, prior, operator: nn.Module, arch: str, cfg_scale: float = 1.0):
+        super().__init__()
+        self.unet = prior.unet
+        self.operator = operator
+        self.arch = arch
+        self.cfg_scale = float(cfg_scale)
+        self._prior = prior
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.cfg_scale > 1.0
+
+    def predict_noise(self, z_t, timestep, context):
+        """ε̂ ``(B, C, h, w)`` and, for the readout operator, the up-block features.
+
+        With CFG the readout operator reads the features of the prompt-conditioned half.
+        """
+        batch = z_t.shape[0]
+        sample = torch.cat([z_t, z_t]) if self.uses_cfg else z_t
+        tap = UpBlockFeatureTap(self.unet) if self.arch == "readout" else None
+        if tap is not None:
+            with tap:
+                eps = self.unet(sample, timestep, encoder_hidden_states=context).sample
+            features = [f[-batch:] for f in tap.features]
+        else:
+            eps = self.unet(sample, timestep, encoder_hidden_states=context).sample
+            features = None
+        if self.uses_cfg:
+            eps_uncond, eps_text = eps.chunk(2)
+            eps = eps_uncond + self.cfg_scale * (eps_text - eps_uncond)
+        return eps, features
+
+    def measurement_loss(self, z_t, timestep, coefficients, w, context, sigma_y):
+        """``(L, (ẑ0, L))``: the guidance loss and, as auxiliaries, ẑ0 and L itself (so a
+        gradient transform returns the loss value too)."""
+        eps, features = self.predict_noise(z_t, timestep, context)
+        z0 = coefficients[0] * z_t + coefficients[1] * eps
+        sigma_emb = self._prior.sigma_embedding(sigma_y)
+        temb = self._prior.timestep_embedding(timestep) if self.arch == "readout" else None
+        w_hat = self.operator(z0, sigma_emb, temb, features)
+        loss = torch.linalg.vector_norm((w - w_hat).flatten(1), dim=1).sum()
+        return loss, (z0, loss)
+
+    def forward(self, z_t, timestep, coefficients, noise, w, eta, context, sigma_y):
+        """One guided step.
+
+        Args:
+            z_t: ``(B, C, h, w)`` current latent.
+            timestep: ``(1,)`` float32 UNet timestep.
+            coefficients: ``(5,)`` float32 schedule coefficients of this step.
+            noise: ``(B, C, h, w)`` posterior noise n.
+            w: ``(B, C, h, w)`` encoded measurement.
+            eta: ``(1,)`` consistency scale η.
+            context: ``(B, L, D)`` text context, ``(2B, L, D)`` with CFG.
+            sigma_y: ``(1,)`` measurement noise level ([-1, 1] range).
+
+        Returns:
+            ``(z_{t-1}, loss)``, shapes ``(B, C, h, w)`` and ``()``.
+        """
+        grad_fn = torch.func.grad(self.measurement_loss, argnums=0, has_aux=True)
+        grad, (z0, loss) = grad_fn(z_t, timestep, coefficients, w, context, sigma_y)
+        z_prev = (coefficients[2] * z0 + coefficients[3] * z_t + coefficients[4] * noise
+                  - eta * grad.clamp(-1.0, 1.0))
+        return z_prev, loss
