@@ -82,8 +82,9 @@ class LatentPrior:
         Stored in operator checkpoints and bundles to refuse pairing with another prior.
         """
         h = hashlib.sha256()
-        h.update(json.dumps(dict(self.unet.config), sort_keys=True, default=str).encode())
-        h.update(json.dumps(dict(self.vae.config), sort_keys=True, default=str).encode())
+        for config in (self.unet.config, self.vae.config):
+            public = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+            h.update(json.dumps(public, sort_keys=True, default=str).encode())
         for p in (self.unet.conv_in.weight, self.vae.encoder.conv_in.weight):
             h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]

@@ -1,0 +1,212 @@
+"""Training H_θ (Eq. 20) with HF Accelerate: ``L1(H_θ(·), E(A(x) + n))``.
+
+* Data: an image folder (PNG/JPEG/…), augmented per the authors' code: RandomResizedCrop
+  (scale 0.75–1), horizontal flip, slight colour jitter; images in [-1, 1].
+* σ_y ~ U(σ_min, σ_max) per example, in the [-1, 1] range; y = A(x) + σ_y·n.
+* Target: ``w = E(encoder_input(y))`` (posterior sample × scaling factor), clamped to ±4 for
+  gb/sr exactly as at restoration time, so training and sampling see the same ``w``.
+* CNN: input ``E(x)`` (clean latent), Adam. Readout: ``z_t = add_noise(E(x), ε, t)``,
+  t ~ U{0..T−1}, one UNet call with the empty prompt gives the up-block features, AdamW.
+* Resumable: ``accelerator.save_state`` every ``checkpoint_every`` steps into
+  ``<out>.train-state/``; a loss log (JSON lines) at ``<out>.loss.jsonl``.
+
+Runs single-process on CPU; ``accelerate launch -m silo_rt.cli train ...`` for multi-GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .degradations import get_degradation
+from .errors import SiloError
+from .operators import OperatorConfig, UpBlockFeatureTap, build_operator, save_operator
+from .tasks import LATENT_CLAMP, get_task
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class TrainOptions:
+    """Training knobs (defaults: the authors' values)."""
+
+    arch: str
+    task: str
+    data: Path
+    out: Path
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float | None = None  # None: 1e-4 (cnn, Adam) / 2e-4 (readout, AdamW)
+    image_size: int | None = None
+    sigma_y_range: tuple[float, float] | None = None
+    seed: int = 0
+    checkpoint_every: int = 500
+    resume: bool = False
+
+    @property
+    def state_dir(self) -> Path:
+        return self.out.with_name(self.out.name + ".train-state")
+
+    @property
+    def loss_log(self) -> Path:
+        return self.out.with_name(self.out.name + ".loss.jsonl")
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Images under a folder (recursively), as augmented ``(3, S, S)`` tensors in [-1, 1]."""
+
+    def __init__(self, root: Path, image_size: int):
+        import kornia.augmentation as K
+
+        root = Path(root)
+        if not root.is_dir():
+            raise SiloError(f"training data folder not found: {root}")
+        self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise SiloError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+        self.image_size = image_size
+        self.augment = K.AugmentationSequential(
+            K.RandomResizedCrop((image_size, image_size), scale=(0.75, 1.0)),
+            K.RandomHorizontalFlip(),
+            K.ColorJitter(0.05, 0.05, 0.05, 0.01, p=0.5),
+        )
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        import numpy as np
+        from PIL import Image
+
+        path = self.paths[index]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+        except OSError as exc:
+            raise SiloError(f"cannot read training image {path}: {exc}") from None
+        short = min(im.size)
+        if short < self.image_size:  # upscale small images so the crop fits
+            scale = self.image_size / short
+            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+        return (self.augment(x[None])[0] * 2 - 1).clamp(-1, 1)
+
+
+def _encode_sample(prior, x, generator):
+    posterior = prior.vae.encode(x).latent_dist
+    eps = torch.randn(posterior.mean.shape, generator=generator, dtype=posterior.mean.dtype)
+    return (posterior.mean + posterior.std * eps) * prior.scaling_factor
+
+
+class OperatorTrainer:
+    """Computes Eq. 20's loss for a batch; the loop lives in :func:`train_operator`."""
+
+    def __init__(self, prior, operator, config: OperatorConfig, generator: torch.Generator):
+        self.prior = prior
+        self.operator = operator
+        self.config = config
+        self.degradation = get_degradation(config.task)
+        self.spec = get_task(config.task)
+        self.generator = generator
+        self.context = prior.encode_prompt("")
+
+    @torch.no_grad()
+    def make_target(self, x: torch.Tensor, sigma_y: torch.Tensor) -> torch.Tensor:
+        y = self.degradation(x)
+        y = y + sigma_y[:, None, None, None] * torch.randn(y.shape, generator=self.generator)
+        w = _encode_sample(self.prior, self.degradation.encoder_input(y, x.shape[-1]),
+                           self.generator)
+        return w.clamp(-LATENT_CLAMP, LATENT_CLAMP) if self.spec.clamp_latent else w
+
+    @torch.no_grad()
+    def make_inputs(self, x: torch.Tensor):
+        """``(z0, temb, features)`` the operator sees for clean images ``x``."""
+        z0 = _encode_sample(self.prior, x, self.generator)
+        if self.config.arch == "cnn":
+            return z0, None, None
+        sched = self.prior.scheduler
+        t = torch.randint(0, sched.config.num_train_timesteps, (x.shape[0],),
+                          generator=self.generator)
+        z_t = sched.add_noise(z0, torch.randn(z0.shape, generator=self.generator), t)
+        with UpBlockFeatureTap(self.prior.unet) as tap:
+            self.prior.unet(z_t, t, encoder_hidden_states=self.context.expand(x.shape[0], -1, -1))
+        return z_t, self.prior.timestep_embedding(t.float()), tap.features
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.config.sigma_y_range
+        sigma_y = lo + (hi - lo) * torch.rand(x.shape[0], generator=self.generator)
+        target = self.make_target(x, sigma_y)
+        z0, temb, features = self.make_inputs(x)
+        with torch.no_grad():
+            sigma_emb = self.prior.sigma_embedding(sigma_y)
+        prediction = self.operator(z0, sigma_emb, temb, features)
+        return torch.nn.functional.l1_loss(prediction, target)
+
+
+def train_operator(prior, options: TrainOptions, progress: bool = True) -> OperatorConfig:
+    """Train an operator and write it to ``options.out`` (``.safetensors``)."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if options.out.suffix != ".safetensors":
+        raise SiloError(f"--out must end in .safetensors, got {options.out.name}")
+    if not options.out.parent.is_dir():
+        raise SiloError(f"output folder does not exist: {options.out.parent}")
+    config = OperatorConfig.for_prior(prior, options.arch, options.task, options.image_size,
+                                      options.sigma_y_range)
+    get_degradation(options.task).check_size(config.image_size)
+    dataset = ImageFolder(options.data, config.image_size)
+
+    torch.manual_seed(options.seed)
+    operator = build_operator(config).train()
+    lr = options.lr or (1e-4 if options.arch == "cnn" else 2e-4)
+    optimizer = (torch.optim.Adam if options.arch == "cnn" else torch.optim.AdamW)(
+        operator.parameters(), lr=lr)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=True,
+                                         drop_last=len(dataset) >= options.batch_size)
+    accelerator = Accelerator()
+    operator, optimizer, loader = accelerator.prepare(operator, optimizer, loader)
+    prior.unet.to(accelerator.device)
+    prior.vae.to(accelerator.device)
+
+    start = 0
+    if options.resume and options.state_dir.is_dir():
+        accelerator.load_state(str(options.state_dir))
+        start = json.loads((options.state_dir / "progress.json").read_text())["step"]
+    elif options.resume:
+        raise SiloError(f"nothing to resume: {options.state_dir} does not exist")
+    generator = torch.Generator().manual_seed(options.seed + start)
+    trainer = OperatorTrainer(prior, operator, config, generator)
+
+    def save_state(step):
+        accelerator.save_state(str(options.state_dir))
+        (options.state_dir / "progress.json").write_text(json.dumps({"step": step}))
+
+    bar = tqdm(total=options.steps, initial=start, desc=f"train {options.arch}/{options.task}",
+               disable=not progress or not accelerator.is_main_process)
+    step = start
+    with options.loss_log.open("a") as log:
+        while step < options.steps:
+            for x in loader:
+                loss = trainer.loss(x)
+                optimizer.zero_grad()
+                accelerator.backward(loss)
+                optimizer.step()
+                step += 1
+                value = float(loss.detach())
+                log.write(json.dumps({"step": step, "loss": value}) + "\n")
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}")
+                if step % options.checkpoint_every == 0 and step < options.steps:
+                    save_state(step)
+                if step >= options.steps:
+                    break
+    bar.close()
+    save_state(step)
+    config.trained_steps = step
+    if accelerator.is_main_process:
+        save_operator(options.out, accelerator.unwrap_model(operator).eval(), config)
+    return config
