@@ -146,6 +146,15 @@ class OperatorTrainer:
         return torch.nn.functional.l1_loss(prediction, target)
 
 
+def _trim_loss_log(path: Path, last_step: int) -> None:
+    """Keep only the log lines up to ``last_step`` (all gone for a fresh run)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
 def train_operator(prior, options: TrainOptions, progress: bool = True) -> OperatorConfig:
     """Train an operator and write it to ``options.out`` (``.safetensors``)."""
     from accelerate import Accelerator
@@ -188,6 +197,7 @@ def train_operator(prior, options: TrainOptions, progress: bool = True) -> Opera
     bar = tqdm(total=options.steps, initial=start, desc=f"train {options.arch}/{options.task}",
                disable=not progress or not accelerator.is_main_process)
     step = start
+    _trim_loss_log(options.loss_log, start)
     with options.loss_log.open("a") as log:
         while step < options.steps:
             for x in loader:
