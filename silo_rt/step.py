@@ -48,10 +48,11 @@ class GuidedStep(nn.Module):
     def uses_cfg(self) -> bool:
         return self.cfg_scale > 1.0
 
-    def predict_noise(self, z_t, timestep, context):
+    def predict_noise(self, z_t, timestep, context, cfg_scale=None):
         """ε̂ ``(B, C, h, w)`` and, for the readout operator, the up-block features.
 
-        With CFG the readout operator reads the features of the prompt-conditioned half.
+        With CFG the readout operator reads the features of the prompt-conditioned half;
+        ``cfg_scale`` (a ``(1,)`` tensor) overrides the construction-time scale.
         """
         batch = z_t.shape[0]
         sample = torch.cat([z_t, z_t]) if self.uses_cfg else z_t
@@ -65,13 +66,15 @@ class GuidedStep(nn.Module):
             features = None
         if self.uses_cfg:
             eps_uncond, eps_text = eps.chunk(2)
-            eps = eps_uncond + self.cfg_scale * (eps_text - eps_uncond)
+            scale = self.cfg_scale if cfg_scale is None else cfg_scale
+            eps = eps_uncond + scale * (eps_text - eps_uncond)
         return eps, features
 
-    def measurement_loss(self, z_t, timestep, coefficients, w, context, sigma_y):
+    def measurement_loss(self, z_t, timestep, coefficients, w, context, sigma_y,
+                         cfg_scale=None):
         """``(L, (ẑ0, L))``: the guidance loss and, as auxiliaries, ẑ0 and L itself (so a
         gradient transform returns the loss value too)."""
-        eps, features = self.predict_noise(z_t, timestep, context)
+        eps, features = self.predict_noise(z_t, timestep, context, cfg_scale)
         z0 = coefficients[0] * z_t + coefficients[1] * eps
         sigma_emb = self._prior.sigma_embedding(sigma_y)
         temb = self._prior.timestep_embedding(timestep) if self.arch == "readout" else None
@@ -79,7 +82,8 @@ class GuidedStep(nn.Module):
         loss = torch.linalg.vector_norm((w - w_hat).flatten(1), dim=1).sum()
         return loss, (z0, loss)
 
-    def forward(self, z_t, timestep, coefficients, noise, w, eta, context, sigma_y):
+    def forward(self, z_t, timestep, coefficients, noise, w, eta, context, sigma_y,
+                cfg_scale=None):
         """One guided step.
 
         Args:
@@ -91,12 +95,13 @@ class GuidedStep(nn.Module):
             eta: ``(1,)`` consistency scale η.
             context: ``(B, L, D)`` text context, ``(2B, L, D)`` with CFG.
             sigma_y: ``(1,)`` measurement noise level ([-1, 1] range).
+            cfg_scale: optional ``(1,)`` CFG scale overriding the construction-time one.
 
         Returns:
             ``(z_{t-1}, loss)``, shapes ``(B, C, h, w)`` and ``()``.
         """
         grad_fn = torch.func.grad(self.measurement_loss, argnums=0, has_aux=True)
-        grad, (z0, loss) = grad_fn(z_t, timestep, coefficients, w, context, sigma_y)
+        grad, (z0, loss) = grad_fn(z_t, timestep, coefficients, w, context, sigma_y, cfg_scale)
         z_prev = (coefficients[2] * z0 + coefficients[3] * z_t + coefficients[4] * noise
                   - eta * grad.clamp(-1.0, 1.0))
         return z_prev, loss

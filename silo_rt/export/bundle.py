@@ -1,0 +1,225 @@
+"""Exporting a (prior, operator, task, size, schedule) to a bundle folder.
+
+The bundle is built in a hidden temporary folder beside the target and renamed into place
+only when complete, so an interrupted export never leaves a bundle that loads. A lock file
+(``<out>.lock``, holding the exporter's pid) refuses a second concurrent export into the same
+folder; a lock left by a dead process is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import SiloError
+from ..runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from ..sampler import SamplingOptions
+from ..schedule import from_scheduler
+from ..step import GuidedStep
+from ..tasks import get_task
+from .graphs import (STEP_OUTPUT_NAMES, UNetOperatorGraph, VaeDecoderGraph, VaeEncoderGraph,
+                     step_input_names)
+from .onnx_writer import check_graph, export_forward, export_step
+
+StageCallback = Callable[[str, float], None]
+"""``callback(stage, seconds)`` after each export stage."""
+
+
+@dataclass
+class ExportOptions:
+    """What to export besides the model: sampling settings baked into the manifest."""
+
+    sampling: SamplingOptions
+    image_size: int
+    batch: int = 1
+    include_unet_h: bool = True
+
+
+@contextmanager
+def export_lock(out: Path):
+    """Hold ``<out>.lock`` for the duration; refuse if a live process holds it."""
+    lock = out.with_name(out.name + ".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its exporter is gone
+                continue
+            except PermissionError:
+                pass
+            raise SiloError(f"another export (pid {pid}) is writing {out}; wait for it or "
+                            f"remove {lock} if it is stale") from None
+    else:
+        raise SiloError(f"cannot take the export lock {lock}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _example_inputs(prior, options: ExportOptions, context: torch.Tensor):
+    """Representative tensors (any values work: shapes are what is traced)."""
+    spec = get_task(options.sampling.task)
+    b = options.batch
+    latent = prior.latent_shape(options.image_size, b)
+    side = options.image_size // spec.scale
+    g = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    return {
+        "measurement": rand(b, 3, side, side).clamp(-1, 1),
+        "z_t": rand(*latent), "noise": rand(*latent), "w": rand(*latent), "z0": rand(*latent),
+        "timestep": torch.tensor([500.0]),
+        "coefficients": torch.tensor([1.2, -0.6, 0.1, 0.9, 0.05]),
+        "eta": torch.tensor([0.5]), "sigma_y": torch.tensor([0.02]),
+        "cfg_scale": torch.tensor([max(options.sampling.cfg_scale, 1.0)]),
+        "context": context.repeat_interleave(b, dim=0) if b > 1 else context,
+    }
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for pkg in ("silo-rt", "torch", "diffusers", "transformers", "onnx", "onnxscript"):
+        try:
+            found[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _shapes(names, tensors) -> dict:
+    return {n: list(t.shape) for n, t in zip(names, tensors)}
+
+
+def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
+                  on_stage: StageCallback | None = None) -> dict:
+    """Write a bundle to ``out`` (replacing an existing one atomically); returns the manifest.
+
+    Args:
+        prior: the frozen :class:`~silo_rt.prior.LatentPrior`.
+        operator, op_config: the frozen H_θ and its :class:`OperatorConfig`.
+        options: sampling settings, image size and batch.
+        out: bundle folder to create.
+        on_stage: progress callback, ``(stage name, seconds)``.
+    """
+    sampling = options.sampling
+    sampling.validate()
+    op_config.check_compatible(prior, sampling.task, options.image_size)
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise SiloError(f"output folder does not exist: {out.parent}")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise SiloError(f"{out} exists and is not a bundle; refusing to replace it")
+
+    report = on_stage or (lambda stage, seconds: None)
+    cfg = sampling.cfg_scale > 1.0
+    with export_lock(out):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        try:
+            manifest = _write_bundle(prior, operator, op_config, options, tmp, cfg, report)
+            _replace_dir(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return manifest
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def _timed(report, stage, fn):
+    start = time.perf_counter()
+    result = fn()
+    report(stage, time.perf_counter() - start)
+    return result
+
+
+def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, report):
+    sampling = options.sampling
+    context = prior.encode_prompt(sampling.prompt, sampling.cfg_scale)
+    ex = _example_inputs(prior, options, context)
+    step = GuidedStep(prior, operator, op_config.arch, sampling.cfg_scale)
+    graphs, files = {}, []
+
+    def add(name, module_or_step, input_names, output_names, inputs, outputs):
+        path = folder / f"{name}.onnx"
+        if name == "step":
+            written = export_step(module_or_step, inputs, input_names, output_names, path)
+        else:
+            written = export_forward(module_or_step, inputs, path)
+        check_graph(path)
+        files.extend(written)
+        graphs[name] = {"file": path.name, "inputs": _shapes(input_names, inputs),
+                        "outputs": _shapes(output_names, outputs)}
+
+    def graph_stage(name, module, names):
+        inputs = [ex[n] for n in names]
+        with torch.no_grad():
+            outputs = module(*inputs)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        _timed(report, name, lambda: add(name, module, names, module.output_names, inputs,
+                                         outputs))
+
+    graph_stage("vae_encoder", VaeEncoderGraph(prior, sampling.task, options.image_size),
+                VaeEncoderGraph.input_names)
+    graph_stage("vae_decoder", VaeDecoderGraph(prior), VaeDecoderGraph.input_names)
+    if options.include_unet_h:
+        graph_stage("unet_h", UNetOperatorGraph(step), UNetOperatorGraph.input_names)
+    names = step_input_names(cfg)
+    step_inputs = [ex[n] for n in names]
+    step_outputs = step(*step_inputs)
+    _timed(report, "step", lambda: add("step", step, names, STEP_OUTPUT_NAMES, step_inputs,
+                                       step_outputs))
+
+    np.save(folder / "context.npy", context.numpy().astype(np.float32))
+    files.append(folder / "context.npy")
+    schedule = from_scheduler(prior.scheduler, sampling.steps)
+    spec = get_task(sampling.task)
+    latent = list(prior.latent_shape(options.image_size, options.batch))
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "task": sampling.task, "arch": op_config.arch, "batch": options.batch,
+        "image_size": options.image_size,
+        "measurement_shape": list(ex["measurement"].shape), "latent_shape": latent,
+        "precision": "fp32",
+        "eta": sampling.resolved_eta, "sigma_y": sampling.sigma_y,
+        "clamp_latent": spec.clamp_latent, "cfg_scale": sampling.cfg_scale,
+        "prompt": sampling.prompt,
+        "init_noise_sigma": float(prior.scheduler.init_noise_sigma),
+        "context": {"file": "context.npy", "shape": list(context.shape)},
+        "schedule": schedule.to_json(),
+        "noise": "silo_rt.noise.NoiseSource (numpy PCG64 streams spawned from the seed)",
+        "graphs": graphs,
+        "prior": {"name": prior.name, "fingerprint": prior.fingerprint(),
+                  "random_weights": prior.is_random},
+        "operator": json.loads(op_config.to_json()),
+        "versions": _versions(),
+        "files": {p.name: sha256_file(p) for p in files},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest

@@ -1,0 +1,81 @@
+"""Decompositions that turn the backward ops of a traced gradient into forward ONNX ops.
+
+``torch.onnx`` has no converters for ``aten.*_backward`` ops. After ``make_fx`` with this
+table, the gradient graph contains only forward ops:
+
+* core ATen's own decompositions of every ``*_backward`` op it knows;
+* ``convolution_backward`` → the input gradient as a transposed convolution with the same
+  weights (and a plain convolution for a transposed one); weights are frozen constants, so
+  no weight gradient is ever needed;
+* ``upsample_nearest2d_backward`` (integer scales) → reshape + sum;
+* ``upsample_bilinear2d_backward`` → ``Mᵀ_h · G · M_w`` with the static interpolation
+  matrices (the readout operator's feature resizing).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+aten = torch.ops.aten
+
+
+def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation,
+                          transposed, output_padding, groups, output_mask):
+    if output_mask[1] or output_mask[2]:
+        raise NotImplementedError("weight/bias gradients: freeze all parameters before tracing")
+    if transposed:
+        # The adjoint of a transposed convolution is the plain convolution with its weights.
+        if groups != 1:
+            raise NotImplementedError("gradient through a grouped transposed convolution")
+        grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation,
+                                      False, [0, 0], 1)
+        return grad_input, None, None
+    extra = [input.shape[2 + i] - ((grad_output.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                                   + dilation[i] * (weight.shape[2 + i] - 1) + 1)
+             for i in range(2)]
+    grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True,
+                                  extra, groups)
+    return grad_input, None, None
+
+
+def _upsample_nearest2d_backward(grad_output, output_size, input_size, scales_h=None,
+                                 scales_w=None):
+    b, c, h, w = input_size
+    sh, sw = output_size[0] // h, output_size[1] // w
+    if sh * h != output_size[0] or sw * w != output_size[1]:
+        raise NotImplementedError("nearest upsampling backward needs integer scales")
+    return grad_output.reshape(b, c, h, sh, w, sw).sum(dim=(3, 5))
+
+
+def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """``(out, in)`` matrix of 1-D bilinear resizing, ``align_corners=False`` (PyTorch's)."""
+    m = np.zeros((out_size, in_size), dtype=np.float32)
+    scale = in_size / out_size
+    for i in range(out_size):
+        src = max(scale * (i + 0.5) - 0.5, 0.0)
+        i0 = min(int(src), in_size - 1)
+        i1 = min(i0 + 1, in_size - 1)
+        frac = src - i0
+        m[i, i0] += 1.0 - frac
+        m[i, i1] += frac
+    return m
+
+
+def _upsample_bilinear2d_backward(grad_output, output_size, input_size, align_corners,
+                                  scales_h=None, scales_w=None):
+    if align_corners:
+        raise NotImplementedError("bilinear backward with align_corners=True")
+    mh = torch.tensor(bilinear_matrix(output_size[0], input_size[2]), dtype=grad_output.dtype)
+    mw = torch.tensor(bilinear_matrix(output_size[1], input_size[3]), dtype=grad_output.dtype)
+    return torch.matmul(torch.matmul(mh.t(), grad_output), mw)
+
+
+def gradient_decompositions() -> dict:
+    """The ``decomposition_table`` for ``make_fx`` when tracing a gradient for ONNX."""
+    table = {op: fn for op, fn in torch._decomp.core_aten_decompositions().items()
+             if "backward" in str(op)}
+    table[aten.convolution_backward.default] = _convolution_backward
+    table[aten.upsample_nearest2d_backward.default] = _upsample_nearest2d_backward
+    table[aten.upsample_bilinear2d_backward.default] = _upsample_bilinear2d_backward
+    return table

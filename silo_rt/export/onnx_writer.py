@@ -1,0 +1,109 @@
+"""Writing modules to standard-ONNX files (opset 18, ``ai.onnx`` ops only).
+
+Forward graphs go through ``torch.onnx.export(dynamo=True)``. The guided step, which contains
+a gradient, cannot: it is first traced to a forward-only FX graph with
+``make_fx(functionalize(...))`` and :func:`~.decompositions.gradient_decompositions`, under
+the MATH attention kernel so attention's backward decomposes (the route recorded in
+``shared/reference/export-and-gpu-facts.md``). Shapes are static.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import SiloError
+from .decompositions import gradient_decompositions
+
+OPSET = 18
+EXTERNAL_DATA_BYTES = 1_500_000_000  # well under protobuf's 2 GB limit
+
+
+def _quiet():
+    """Silence the exporter's chatter (progress lines, torchvision notices)."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def _tensor_bytes(module_or_gm) -> int:
+    total = sum(p.numel() * p.element_size() for p in module_or_gm.parameters())
+    total += sum(b.numel() * b.element_size() for b in module_or_gm.buffers())
+    if isinstance(module_or_gm, torch.fx.GraphModule):
+        for node in module_or_gm.graph.nodes:
+            if node.op == "get_attr":
+                value = getattr(module_or_gm, node.target, None)
+                if isinstance(value, torch.Tensor):
+                    total += value.numel() * value.element_size()
+    return total
+
+
+def _export(model, inputs, input_names, output_names, path: Path) -> list[Path]:
+    """Export and save; returns the files written (the graph, plus external data if any)."""
+    _quiet()
+    external = _tensor_bytes(model) > EXTERNAL_DATA_BYTES
+    with warnings.catch_warnings():
+        _quiet()
+        program = torch.onnx.export(model, tuple(inputs), dynamo=True, opset_version=OPSET,
+                                    input_names=list(input_names),
+                                    output_names=list(output_names), verbose=False)
+    program.save(str(path), external_data=external)
+    files = [path]
+    if external:
+        files += sorted(p for p in path.parent.iterdir()
+                        if p.name.startswith(path.name) and p != path)
+    return files
+
+
+def export_forward(module: torch.nn.Module, inputs, path: Path) -> list[Path]:
+    """Export a forward-only module (``input_names``/``output_names`` class attributes)."""
+    module.eval()
+    with torch.no_grad():
+        return _export(module, inputs, module.input_names, module.output_names, path)
+
+
+def trace_step(step: torch.nn.Module, inputs) -> torch.fx.GraphModule:
+    """Trace a :class:`~silo_rt.step.GuidedStep` (frozen weights) to forward-only ATen ops."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.func import functionalize
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if any(p.requires_grad for p in step.parameters()):
+        raise SiloError("freeze the prior and operator before tracing the step")
+
+    def step_fn(*args):
+        return step(*args)
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        graph = make_fx(functionalize(step_fn, remove="mutations"),
+                        decomposition_table=gradient_decompositions())(*inputs)
+    leftovers = {str(n.target) for n in graph.graph.nodes
+                 if n.op == "call_function" and "backward" in str(n.target)}
+    if leftovers:
+        raise SiloError(f"cannot export the step: no decomposition for {sorted(leftovers)}")
+    return graph
+
+
+def export_step(step: torch.nn.Module, inputs, input_names, output_names,
+                path: Path) -> list[Path]:
+    """Trace the guided step and write it as one ONNX graph."""
+    return _export(trace_step(step, inputs), inputs, input_names, output_names, path)
+
+
+def check_graph(path: Path) -> None:
+    """``onnx.checker`` (full check) and the ``ai.onnx``-only rule; raises :class:`SiloError`."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise SiloError(f"{path.name} failed the ONNX checker: {str(exc).splitlines()[0]}") \
+            from None
+    model = onnx.load(str(path), load_external_data=False)
+    domains = {node.domain for node in model.graph.node} - {"", "ai.onnx"}
+    if domains:
+        raise SiloError(f"{path.name} uses non-standard op domains {sorted(domains)}")
