@@ -20,7 +20,7 @@ import torch
 from .degradations import get_degradation
 from .errors import SiloError
 from .noise import NoiseSource
-from .sampler import SamplingOptions, decode_latent, image_size_for, run_steps
+from .sampler import SamplingOptions, batch_context, decode_latent, image_size_for, run_steps
 from .schedule import from_scheduler
 
 BASELINES = ("ldps", "gml-dps", "psld")
@@ -80,7 +80,7 @@ def restore_baseline(prior, method: str, y: torch.Tensor, options: SamplingOptio
     step = DecoderGuidedStep(prior, options.task, method, weights or BaselineWeights())
     noise = NoiseSource(options.seed)
     image_size = image_size_for(options.task, y)
-    context = prior.encode_prompt(options.prompt)
+    context = batch_context(prior.encode_prompt(options.prompt), y.shape[0])
     schedule = from_scheduler(prior.scheduler, options.steps)
     shape = prior.latent_shape(image_size, y.shape[0])
     z = torch.from_numpy(noise.initial_latent(shape)) * prior.scheduler.init_noise_sigma

@@ -147,47 +147,155 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
 
 
 @cli.command()
-@click.argument("measurement", type=click.Path(path_type=Path))
-@task_option
-@click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--operator", "operator_path", required=True, type=click.Path(path_type=Path),
-              help="trained operator: .safetensors (self-describing) or a plain .pt state dict "
-                   "(then give --arch)")
+              help="trained operator (.safetensors, or a .pt state dict with --arch)")
 @click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
               help="architecture of a plain .pt operator")
-@click.option("--backend", type=click.Choice(["torch"]), default="torch", show_default=True,
-              help="torch = the PyTorch reference sampler")
+@click.option("--model", required=True, help=MODEL_HELP)
+@click.option("--task", type=click.Choice(list(TASKS)), default=None,
+              help="degradation [default: the operator's task]")
+@click.option("--size", type=int, default=None,
+              help="image side in px [default: the operator's training size]")
+@click.option("--batch", type=int, default=1, show_default=True,
+              help="batch size the graphs are traced for (shapes are static)")
 @click.option("--steps", type=int, default=999, show_default=True, help="DDPM steps")
 @click.option("--eta", type=float, default=None,
               help="consistency scale [default: 0.5, or 1.0 for ip]")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prompt", default="", help="text condition [default: empty]")
+@click.option("--prompt", default="", help="text condition, embedded into the bundle")
 @click.option("--cfg", "cfg_scale", type=float, default=1.0, show_default=True,
-              help="classifier-free guidance scale (1 = off)")
+              help="classifier-free guidance scale (1 = off; > 1 doubles the UNet batch)")
 @click.option("--sigma-y", type=float, default=DEFAULT_SIGMA_Y, help=SIGMA_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="bundle folder to write, e.g. engines/sr8-512")
+def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cfg_scale,
+           sigma_y, out):
+    """Export a prior + operator to a bundle of ONNX graphs with a manifest.
+
+    The bundle holds the VAE encoder and decoder, the UNet + H_theta forward, and the fused
+    guided step (UNet + H_theta forward and their vector-Jacobian product) for one task,
+    image size and batch size, plus the schedule and the prompt's text embedding, so
+    `silo-rt restore --bundle` needs neither PyTorch nor a text encoder.
+    """
+    import time
+
+    from .export import ExportOptions, export_bundle
+    from .operators import load_operator
+    from .prior import load_prior
+    from .sampler import SamplingOptions
+
+    if batch < 1:
+        raise SiloError(f"--batch must be at least 1, got {batch}")
+    started = time.perf_counter()
+    prior = load_prior(model)
+    if task is None and not str(operator_path).endswith(".safetensors"):
+        raise SiloError("give --task for a plain .pt operator")
+    operator, config = load_operator(operator_path, prior, task, arch, size)
+    task = task or config.task
+    size = size or config.image_size
+    options = SamplingOptions(task, steps, eta, 0, prompt, cfg_scale, sigma_y)
+    options.validate()
+    click.echo(f"exporting {config.arch}/{task} at {size}px, batch {batch}, {steps} steps "
+               f"to {out} (loaded in {time.perf_counter() - started:.1f} s)", err=True)
+
+    def stage(name, seconds):
+        click.echo(f"  {name:<12} {seconds:7.1f} s", err=True)
+
+    export_bundle(prior, operator, config, ExportOptions(options, size, batch), out,
+                  on_stage=stage)
+    click.echo(f"wrote bundle {out} in {time.perf_counter() - started:.1f} s")
+
+
+@cli.command()
+@click.argument("measurement", type=click.Path(path_type=Path))
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="exported bundle folder (runs without PyTorch)")
+@click.option("--task", type=click.Choice(list(TASKS)), default=None,
+              help=TASK_HELP + " [default: the bundle's task; required without --bundle]")
+@click.option("--model", default=None, help=MODEL_HELP + " (torch backend)")
+@click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
+              help="trained operator, .safetensors or .pt with --arch (torch backend)")
+@click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
+              help="architecture of a plain .pt operator")
+@click.option("--backend", type=click.Choice(["auto", "torch", "ort"]), default="auto",
+              show_default=True,
+              help="torch = PyTorch reference (needs --model/--operator); ort = ONNX Runtime "
+                   "on a bundle; auto = ort when --bundle is given, else torch")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads for ONNX Runtime [default: all cores]")
+@click.option("--steps", type=int, default=None,
+              help="DDPM steps [default 999; a bundle's schedule is fixed at export]")
+@click.option("--eta", type=float, default=None,
+              help="consistency scale [default: the bundle's, or 0.5 / 1.0 for ip]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prompt", default="", help="text condition (torch backend; a bundle embeds "
+                                          "its prompt at export)")
+@click.option("--cfg", "cfg_scale", type=float, default=1.0, show_default=True,
+              help="classifier-free guidance scale, 1 = off (torch backend)")
+@click.option("--sigma-y", type=float, default=None, help=SIGMA_HELP)
+@click.option("--out", required=True, type=click.Path(path_type=Path),
               help="restored image to write (.png)")
-def restore(measurement, task, model, operator_path, arch, backend, steps, eta, seed, prompt,
-            cfg_scale, sigma_y, out):
-    """Restore a MEASUREMENT image with SILO (Algorithm 1)."""
+def restore(measurement, bundle, task, model, operator_path, arch, backend, threads, steps,
+            eta, seed, prompt, cfg_scale, sigma_y, out):
+    """Restore a MEASUREMENT image with SILO (Algorithm 1).
+
+    From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed) or with the PyTorch
+    reference (`--model` + `--operator`).
+    """
+    from .images import read_image, write_image
+
+    if backend == "auto":
+        backend = "ort" if bundle is not None else "torch"
+    if backend == "ort" and bundle is None:
+        raise SiloError("the ort backend runs a bundle: give --bundle (see `silo-rt export`)")
+    if backend == "torch" and (model is None or operator_path is None or task is None):
+        raise SiloError("the torch backend needs --task, --model and --operator")
+    if seed < 0:
+        raise SiloError(f"--seed must be >= 0, got {seed}")
+    y = read_image(measurement)
+    if backend == "ort":
+        x, label = _restore_bundle(y, bundle, task, threads, steps, eta, seed, sigma_y)
+    else:
+        x, label = _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt,
+                                  cfg_scale, sigma_y)
+    write_image(out, x)
+    click.echo(f"wrote {out} ({x.shape[-1]}x{x.shape[-2]}, backend {label})")
+
+
+def _restore_bundle(y, bundle, task, threads, steps, eta, seed, sigma_y):
+    from .runtime import BundleRunner
+
+    runner = BundleRunner(bundle, threads=threads)
+    if task is not None and task != runner.task:
+        raise SiloError(f"bundle {bundle} is for task {runner.task!r}, not {task!r}")
+    if steps is not None and steps != runner.steps:
+        raise SiloError(f"bundle {bundle} was exported for {runner.steps} steps, not {steps}; "
+                        "export again with --steps")
+    runner.check_measurement(y)
+    label = f"ort ({runner.graphs.providers[0]})"
+    click.echo(f"backend: {label}", err=True)
+    x = runner.restore(y, seed, eta, sigma_y,
+                       callback=_progress(runner.steps, f"SILO {runner.task} [ort]"))
+    return x, label
+
+
+def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt, cfg_scale,
+                   sigma_y):
     import torch
 
-    from .images import read_image, write_image
     from .operators import load_operator
     from .prior import load_prior
     from .sampler import SamplingOptions, image_size_for
     from .sampler import restore as silo_restore
 
-    options = SamplingOptions(task, steps, eta, seed, prompt, cfg_scale, sigma_y)
+    options = SamplingOptions(task, 999 if steps is None else steps, eta, seed, prompt, cfg_scale,
+                              DEFAULT_SIGMA_Y if sigma_y is None else sigma_y)
     options.validate()
-    y = read_image(measurement)
     image_size = image_size_for(task, y)
     prior = load_prior(model)
     operator, config = load_operator(operator_path, prior, task, arch, image_size)
     x = silo_restore(prior, operator, config.arch, torch.from_numpy(y), options,
-                     callback=_progress(steps, f"SILO {task} [{backend}]"))
-    write_image(out, x.numpy())
-    click.echo(f"wrote {out} ({image_size}x{image_size}, backend {backend})")
+                     callback=_progress(options.steps, f"SILO {task} [torch]"))
+    return x.numpy(), "torch"
 
 
 def main(argv=None):

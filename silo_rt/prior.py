@@ -109,7 +109,7 @@ class LatentPrior:
                              return_tensors="pt").input_ids
         return self.text_encoder(ids.to(self.text_encoder.device))[0]
 
-    def freeze(self) -> "LatentPrior":
+    def freeze(self) -> LatentPrior:
         for m in (self.unet, self.vae, self.text_encoder):
             m.eval().requires_grad_(False)
         return self
@@ -199,7 +199,7 @@ def load_pretrained_prior(name_or_path: str) -> LatentPrior:
         text_encoder = CLIPTextModel.from_pretrained(name_or_path, subfolder="text_encoder")
         tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder="tokenizer")
         scheduler = DDPMScheduler.from_pretrained(name_or_path, subfolder="scheduler")
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SiloError(f"cannot load model {name_or_path!r}: {first}") from None
     return LatentPrior(str(name_or_path), unet, vae, text_encoder, tokenizer,

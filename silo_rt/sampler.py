@@ -7,8 +7,8 @@ space (:class:`~silo_rt.step.GuidedStep`), and decodes once. Every random number
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -69,6 +69,12 @@ def image_size_for(task: str, measurement: torch.Tensor | np.ndarray) -> int:
     return h * get_task(task).scale
 
 
+def batch_context(context: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat a ``(1 or 2, L, D)`` context for ``batch`` images, keeping CFG's
+    [unconditional…, prompt…] halves in order."""
+    return context.repeat_interleave(batch, dim=0) if batch > 1 else context
+
+
 @torch.no_grad()
 def encode_measurement(prior, task: str, y: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
     """``w = clamp(E(y))``: a posterior *sample* × scaling factor; clamped to ±4 for gb/sr."""
@@ -120,9 +126,9 @@ def restore(prior, operator, arch: str, y: torch.Tensor, options: SamplingOption
     options.validate()
     noise = NoiseSource(options.seed)
     w = encode_measurement(prior, options.task, y, noise)
-    context = prior.encode_prompt(options.prompt, options.cfg_scale)
-    schedule = from_scheduler(prior.scheduler, options.steps)
     shape = tuple(w.shape)
+    context = batch_context(prior.encode_prompt(options.prompt, options.cfg_scale), shape[0])
+    schedule = from_scheduler(prior.scheduler, options.steps)
     z = torch.from_numpy(noise.initial_latent(shape)) * prior.scheduler.init_noise_sigma
     step_noise = noise.step_noise(len(schedule), shape)
     step = GuidedStep(prior, operator, arch, options.cfg_scale)

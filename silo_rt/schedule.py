@@ -42,7 +42,7 @@ class Schedule:
                 "coefficients": self.coefficients.tolist()}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Schedule":
+    def from_json(cls, data: dict) -> Schedule:
         if list(data.get("coefficient_names", [])) != list(COEFFICIENT_NAMES):
             raise SiloError("schedule in manifest has unexpected coefficient names")
         return cls(np.asarray(data["timesteps"], dtype=np.int64),

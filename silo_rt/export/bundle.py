@@ -13,22 +13,27 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ..errors import SiloError
 from ..runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
-from ..sampler import SamplingOptions
+from ..sampler import SamplingOptions, batch_context
 from ..schedule import from_scheduler
 from ..step import GuidedStep
 from ..tasks import get_task
-from .graphs import (STEP_OUTPUT_NAMES, UNetOperatorGraph, VaeDecoderGraph, VaeEncoderGraph,
-                     step_input_names)
+from .graphs import (
+    STEP_OUTPUT_NAMES,
+    UNetOperatorGraph,
+    VaeDecoderGraph,
+    VaeEncoderGraph,
+    step_input_names,
+)
 from .onnx_writer import check_graph, export_forward, export_step
 
 StageCallback = Callable[[str, float], None]
@@ -81,7 +86,10 @@ def _example_inputs(prior, options: ExportOptions, context: torch.Tensor):
     latent = prior.latent_shape(options.image_size, b)
     side = options.image_size // spec.scale
     g = torch.Generator().manual_seed(0)
-    rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g)
+
     return {
         "measurement": rand(b, 3, side, side).clamp(-1, 1),
         "z_t": rand(*latent), "noise": rand(*latent), "w": rand(*latent), "z0": rand(*latent),
@@ -89,7 +97,7 @@ def _example_inputs(prior, options: ExportOptions, context: torch.Tensor):
         "coefficients": torch.tensor([1.2, -0.6, 0.1, 0.9, 0.05]),
         "eta": torch.tensor([0.5]), "sigma_y": torch.tensor([0.02]),
         "cfg_scale": torch.tensor([max(options.sampling.cfg_scale, 1.0)]),
-        "context": context.repeat_interleave(b, dim=0) if b > 1 else context,
+        "context": batch_context(context, b),
     }
 
 
@@ -98,10 +106,8 @@ def _versions() -> dict:
 
     found = {}
     for pkg in ("silo-rt", "torch", "diffusers", "transformers", "onnx", "onnxscript"):
-        try:
+        with suppress(PackageNotFoundError):
             found[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return found
 
 
@@ -196,7 +202,7 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
     _timed(report, "step", lambda: add("step", step, names, STEP_OUTPUT_NAMES, step_inputs,
                                        step_outputs))
 
-    np.save(folder / "context.npy", context.numpy().astype(np.float32))
+    np.save(folder / "context.npy", ex["context"].numpy().astype(np.float32))
     files.append(folder / "context.npy")
     schedule = from_scheduler(prior.scheduler, sampling.steps)
     spec = get_task(sampling.task)
@@ -211,7 +217,7 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
         "clamp_latent": spec.clamp_latent, "cfg_scale": sampling.cfg_scale,
         "prompt": sampling.prompt,
         "init_noise_sigma": float(prior.scheduler.init_noise_sigma),
-        "context": {"file": "context.npy", "shape": list(context.shape)},
+        "context": {"file": "context.npy", "shape": list(ex["context"].shape)},
         "schedule": schedule.to_json(),
         "noise": "silo_rt.noise.NoiseSource (numpy PCG64 streams spawned from the seed)",
         "graphs": graphs,

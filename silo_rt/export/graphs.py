@@ -17,7 +17,6 @@ antialiased bicubic) and the ±4 clamp for gb/sr, so the runtime needs no image 
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..degradations import get_degradation

@@ -68,8 +68,8 @@ def export_forward(module: torch.nn.Module, inputs, path: Path) -> list[Path]:
 
 def trace_step(step: torch.nn.Module, inputs) -> torch.fx.GraphModule:
     """Trace a :class:`~silo_rt.step.GuidedStep` (frozen weights) to forward-only ATen ops."""
-    from torch.fx.experimental.proxy_tensor import make_fx
     from torch.func import functionalize
+    from torch.fx.experimental.proxy_tensor import make_fx
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     if any(p.requires_grad for p in step.parameters()):

@@ -14,5 +14,10 @@ Both are conditioned on σ_y through the UNet's own timestep embedding (see
 from .checkpoint import OperatorConfig, build_operator, load_operator, save_operator
 from .features import UpBlockFeatureTap
 
-__all__ = ["OperatorConfig", "build_operator", "load_operator", "save_operator",
-           "UpBlockFeatureTap"]
+__all__ = [
+           "OperatorConfig",
+           "UpBlockFeatureTap",
+           "build_operator",
+           "load_operator",
+           "save_operator",
+]

@@ -54,7 +54,7 @@ class OperatorConfig:
 
     @classmethod
     def for_prior(cls, prior, arch: str, task: str, image_size: int | None = None,
-                  sigma_y_range: tuple[float, float] | None = None) -> "OperatorConfig":
+                  sigma_y_range: tuple[float, float] | None = None) -> OperatorConfig:
         """A config sized from ``prior`` (works for ``tiny`` and SD-1.5 alike)."""
         from .features import up_block_feature_channels
 
@@ -77,7 +77,7 @@ class OperatorConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "OperatorConfig":
+    def from_json(cls, text: str) -> OperatorConfig:
         data = json.loads(text)
         data["sigma_y_range"] = tuple(data["sigma_y_range"])
         return cls(**data)

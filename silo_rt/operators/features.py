@@ -26,7 +26,7 @@ class UpBlockFeatureTap:
         self._handles = []
         self.features: list[torch.Tensor] = []
 
-    def __enter__(self) -> "UpBlockFeatureTap":
+    def __enter__(self) -> UpBlockFeatureTap:
         self.features = []
         self._handles = [c.register_forward_hook(self._record) for c in self._convs]
         return self

@@ -8,8 +8,8 @@ a step is four ``bind`` calls and one ``run_with_iobinding``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
