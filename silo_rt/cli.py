@@ -298,6 +298,77 @@ def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt
     return x.numpy(), "torch"
 
 
+@cli.command()
+@click.option("--model", default="small", show_default=True, help=MODEL_HELP)
+@task_option
+@click.option("--arch", type=click.Choice(["cnn", "readout"]), default="cnn", show_default=True,
+              help="operator architecture (a random-init operator unless --operator is given)")
+@click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
+              help="time a trained operator instead of a random-init one")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="time this bundle for the ort backend instead of exporting one")
+@click.option("--size", type=int, default=None,
+              help="image side in px [default: the prior's native size]")
+@click.option("--backends", default="torch,ort", show_default=True,
+              help="comma-separated backends to run side by side in this process: torch "
+                   "(PyTorch eager reference), ort (ONNX Runtime on an exported bundle)")
+@click.option("--steps", type=int, default=20, show_default=True,
+              help="steps of the end-to-end restoration that is timed")
+@click.option("--reps", type=int, default=10, show_default=True,
+              help="timed repetitions per graph / step (after the warm-up)")
+@click.option("--warmup", type=int, default=2, show_default=True,
+              help="untimed repetitions before timing")
+@click.option("--threads", type=int, default=2, show_default=True,
+              help="CPU threads for every backend")
+@click.option("--baselines", default="ldps,psld", show_default=True,
+              help="decoder-in-the-loop baselines to time one step of (ldps, gml-dps, psld; "
+                   "'none' to skip)")
+@click.option("--baseline-reps", type=int, default=3, show_default=True,
+              help="timed repetitions of each baseline step")
+@click.option("--no-restoration", is_flag=True,
+              help="skip the end-to-end restorations (graphs and steps only)")
+@click.option("--cache", type=click.Path(path_type=Path), default=Path("engines"),
+              show_default=True, help="where exported bench bundles are kept and reused")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="write the machine-readable result (schema silo-rt-bench/1) to this file")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
+              help="write a Markdown table to this file")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="write a PNG bar chart of per-step latency per backend")
+def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps, warmup,
+          threads, baselines, baseline_reps, no_restoration, cache, json_path, markdown_path,
+          plot_path):
+    """Measure latency: per graph (UNet+H forward, fused guided step, VAE encoder and
+    decoder; median and p90), per restoration, peak memory, one step of the LDPS/PSLD
+    baselines on the same prior, and the arithmetic floor (FLOPs of one step against the
+    machine's measured matmul rate). Backends run in one process so their ratios are
+    measured together.
+    """
+    import json
+
+    from .bench import BenchConfig, render_markdown, render_table, run_bench, write_plot
+    from .images import atomic_write
+
+    config = BenchConfig(
+        model=model, task=task, arch=arch, operator=operator_path, bundle=bundle,
+        image_size=size, backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+        steps=steps, reps=reps, warmup=warmup, threads=threads,
+        baselines=() if baselines.strip() in ("", "none") else
+        tuple(b.strip() for b in baselines.split(",")),
+        baseline_reps=baseline_reps, restoration=not no_restoration, cache=cache,
+        log=lambda line: click.echo(line, err=True))
+    result = run_bench(config)
+    click.echo(render_table(result))
+    if json_path:
+        text = json.dumps(result, indent=1)
+        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    if markdown_path:
+        text = render_markdown(result)
+        atomic_write(markdown_path, lambda tmp: Path(tmp).write_text(text))
+    if plot_path:
+        write_plot(result, plot_path)
+
+
 def main(argv=None):
     """Console entry point: run the CLI, turning :class:`SiloError` into one line + exit 2."""
     try:

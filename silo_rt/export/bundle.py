@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import SiloError
+from ..provenance import package_versions
 from ..runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from ..sampler import SamplingOptions, batch_context
 from ..schedule import from_scheduler
@@ -99,16 +100,6 @@ def _example_inputs(prior, options: ExportOptions, context: torch.Tensor):
         "cfg_scale": torch.tensor([max(options.sampling.cfg_scale, 1.0)]),
         "context": batch_context(context, b),
     }
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for pkg in ("silo-rt", "torch", "diffusers", "transformers", "onnx", "onnxscript"):
-        with suppress(PackageNotFoundError):
-            found[pkg] = version(pkg)
-    return found
 
 
 def _shapes(names, tensors) -> dict:
@@ -224,7 +215,8 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
         "prior": {"name": prior.name, "fingerprint": prior.fingerprint(),
                   "random_weights": prior.is_random},
         "operator": json.loads(op_config.to_json()),
-        "versions": _versions(),
+        "versions": package_versions(("silo-rt", "torch", "diffusers", "transformers", "onnx",
+                                        "onnxscript")),
         "files": {p.name: sha256_file(p) for p in files},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -1,0 +1,135 @@
+"""Rendering bench results: terminal table, Markdown, JSON schema, PNG bar chart.
+
+JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
+
+    schema        "silo-rt-bench/1"
+    created       UTC timestamp
+    machine       {platform, python, processor, cpus, cpu_model?}
+    versions      {package: version}
+    config        the BenchConfig fields + image_size, operator_label, prior_random_weights
+    export_s      seconds spent exporting the bench bundle (null when cached or given)
+    measurements  [{backend, measure, median_ms, p90_ms, min_ms, reps,
+                    speedup_vs_torch?, achieved_fraction? (step only)}]
+                  measure ∈ unet_h | vae_encoder | vae_decoder | step
+    restorations  [{backend, steps, total_s, per_step_ms, speedup_vs_torch?}]
+    baselines     [{method, median_ms, p90_ms, min_ms, reps, silo_time_ratio?}]
+                  one decoder-in-the-loop step (torch); silo_time_ratio = SILO step / it
+    peak_rss_mib  {backend: peak resident memory of the process after that backend ran}
+    floor         {step_flops, matmul_gflops, floor_step_ms}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SCHEMA = "silo-rt-bench/1"
+REQUIRED_KEYS = {"schema", "created", "machine", "versions", "config", "export_s",
+                 "measurements", "restorations", "baselines", "peak_rss_mib", "floor"}
+MEASUREMENT_KEYS = {"backend", "measure", "median_ms", "p90_ms", "min_ms", "reps"}
+
+
+def validate(result: dict) -> None:
+    """Raise ``ValueError`` if ``result`` does not follow the schema above."""
+    missing = REQUIRED_KEYS - set(result)
+    if missing or result.get("schema") != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} result; missing {sorted(missing)}")
+    for m in result["measurements"]:
+        if not set(m) >= MEASUREMENT_KEYS:
+            raise ValueError(f"measurement lacks {sorted(MEASUREMENT_KEYS - set(m))}")
+    for r in result["restorations"]:
+        if not {"backend", "steps", "total_s", "per_step_ms"} <= set(r):
+            raise ValueError("restoration entry incomplete")
+    if not {"step_flops", "matmul_gflops", "floor_step_ms"} <= set(result["floor"]):
+        raise ValueError("floor entry incomplete")
+
+
+def _rows(result: dict) -> list[list[str]]:
+    rows = []
+    for m in result["measurements"]:
+        extra = []
+        if "speedup_vs_torch" in m and m["backend"] != "torch":
+            extra.append(f"{m['speedup_vs_torch']:.2f}x vs torch")
+        if "achieved_fraction" in m:
+            extra.append(f"{100 * m['achieved_fraction']:.1f}% of matmul floor")
+        rows.append([m["backend"], m["measure"], f"{m['median_ms']:.2f}", f"{m['p90_ms']:.2f}",
+                     ", ".join(extra)])
+    for r in result["restorations"]:
+        extra = (f"{r['speedup_vs_torch']:.2f}x vs torch"
+                 if r["backend"] != "torch" and "speedup_vs_torch" in r else "")
+        rows.append([r["backend"], f"restore {r['steps']} steps",
+                     f"{r['total_s'] * 1e3:.0f}", f"{r['per_step_ms']:.2f}/step", extra])
+    for b in result["baselines"]:
+        extra = (f"SILO step = {b['silo_time_ratio']:.2f}x its time"
+                 if "silo_time_ratio" in b else "")
+        rows.append(["torch", f"{b['method']} step", f"{b['median_ms']:.2f}",
+                     f"{b['p90_ms']:.2f}", extra])
+    return rows
+
+
+HEADER = ["backend", "measure", "median ms", "p90 ms", "notes"]
+
+
+def _title(result: dict) -> str:
+    c = result["config"]
+    label = " (random weights)" if c.get("prior_random_weights") else ""
+    return (f"silo-rt bench: {c['model']}{label}, {c['arch']}/{c['task']}, "
+            f"{c['image_size']}px, {c['threads']} threads")
+
+
+def _footer(result: dict) -> list[str]:
+    f = result["floor"]
+    lines = [f"one step = {f['step_flops'] / 1e9:.2f} GFLOP; matmul rate "
+             f"{f['matmul_gflops']:.1f} GFLOP/s; arithmetic floor {f['floor_step_ms']:.2f} ms/step"]
+    lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB"
+                                          for k, v in result["peak_rss_mib"].items()))
+    return lines
+
+
+def render_table(result: dict) -> str:
+    rows = [HEADER, *_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = [_title(result), ""]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines + [""] + _footer(result))
+
+
+def render_markdown(result: dict) -> str:
+    lines = [f"### {_title(result)}", "", "| " + " | ".join(HEADER) + " |",
+             "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
+    lines += [""] + [f"- {line}" for line in _footer(result)]
+    m = result["machine"]
+    lines.append(f"- machine: {m.get('cpu_model', m['processor'])}, {m['cpus']} CPUs; "
+                 + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(result: dict, path: Path) -> None:
+    """A PNG bar chart of per-step latency: SILO per backend, and the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..images import atomic_write
+
+    labels, values = [], []
+    for m in result["measurements"]:
+        if m["measure"] == "step":
+            labels.append(f"SILO {m['backend']}")
+            values.append(m["median_ms"])
+    for b in result["baselines"]:
+        labels.append(f"{b['method'].upper()} torch")
+        values.append(b["median_ms"])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(labels), 3.6))
+    bars = ax.bar(labels, values, color=["#3b7dd8" if v.startswith("SILO") else "#b0b0b0"
+                                         for v in labels])
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_ylabel("ms per step (median)")
+    ax.set_title(_title(result), fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)

@@ -1,0 +1,299 @@
+"""Running the benchmark: one process, every requested backend on the same inputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SiloError
+from ..provenance import package_versions
+from ..tasks import get_task
+from .report import SCHEMA
+from .timing import StepClock, machine_info, matmul_gflops, peak_rss_mib, summarize, time_calls
+
+BACKENDS = ("torch", "ort")
+BASELINE_METHODS = ("ldps", "gml-dps", "psld")
+
+
+@dataclass
+class BenchConfig:
+    """What to benchmark (see ``silo-rt bench --help``)."""
+
+    model: str = "small"
+    task: str = "sr4"
+    arch: str = "cnn"
+    operator: Path | None = None
+    bundle: Path | None = None
+    image_size: int | None = None
+    backends: tuple[str, ...] = BACKENDS
+    steps: int = 20
+    reps: int = 10
+    warmup: int = 2
+    threads: int = 2
+    baselines: tuple[str, ...] = ("ldps", "psld")
+    baseline_reps: int = 3
+    restoration: bool = True
+    cache: Path = Path("engines")
+    log: object = field(default=None, repr=False)  # callable(str) for progress lines
+
+    def validate(self) -> None:
+        get_task(self.task)
+        unknown = set(self.backends) - set(BACKENDS)
+        if unknown or not self.backends:
+            raise SiloError(f"unknown backend(s) {sorted(unknown)}; choose from "
+                            f"{', '.join(BACKENDS)}")
+        unknown = set(self.baselines) - set(BASELINE_METHODS)
+        if unknown:
+            raise SiloError(f"unknown baseline(s) {sorted(unknown)}; choose from "
+                            f"{', '.join(BASELINE_METHODS)}")
+        for name in ("steps", "reps", "threads", "baseline_reps"):
+            if getattr(self, name) < 1:
+                raise SiloError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.warmup < 0:
+            raise SiloError("--warmup must be >= 0")
+
+
+def _say(config, text):
+    if config.log is not None:
+        config.log(text)
+
+
+def _operator(prior, config: BenchConfig, image_size: int):
+    from ..operators import OperatorConfig, build_operator, load_operator
+
+    if config.operator is not None:
+        op, op_config = load_operator(config.operator, prior, config.task, config.arch,
+                                      image_size)
+        return op, op_config, str(config.operator)
+    import torch
+
+    op_config = OperatorConfig.for_prior(prior, config.arch, config.task, image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        op = build_operator(op_config).eval().requires_grad_(False)
+    return op, op_config, f"random-init {config.arch} operator (benchmark only)"
+
+
+def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int):
+    """The bundle to time: the given one, or one exported (and cached) for this config."""
+    from ..export import ExportOptions, export_bundle
+    from ..runtime.manifest import read_manifest
+    from ..sampler import SamplingOptions
+
+    if config.bundle is not None:
+        return Path(config.bundle), None
+    name = f"bench-{config.model}-{config.arch}-{config.task}-{image_size}px-{config.steps}st"
+    path = Path(config.cache) / name
+    if path.exists():
+        try:
+            m = read_manifest(path, verify=False)
+            if (m["prior"]["fingerprint"] == prior.fingerprint() and
+                    m["operator"] == json.loads(op_config.to_json())):
+                return path, None
+        except (SiloError, KeyError):
+            pass
+    Path(config.cache).mkdir(parents=True, exist_ok=True)
+    _say(config, f"exporting {name} (cached for later runs)")
+    start = time.perf_counter()
+    export_bundle(prior, operator, op_config,
+                  ExportOptions(SamplingOptions(config.task, steps=config.steps), image_size),
+                  path, on_stage=lambda s, sec: _say(config, f"  {s}: {sec:.1f} s"))
+    return path, time.perf_counter() - start
+
+
+def _step_flops(step, inputs) -> float:
+    """FLOPs of one guided step (UNet + H_θ forward and the input gradient)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    names = ("z_t", "timestep", "coefficients", "noise", "w", "eta", "context", "sigma_y")
+    kw = dict(zip(names, inputs))
+    z = kw["z_t"].clone().requires_grad_()
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = step.measurement_loss(z, kw["timestep"], kw["coefficients"], kw["w"],
+                                        kw["context"], kw["sigma_y"])
+        loss.backward()
+    return float(counter.get_total_flops())
+
+
+def run_bench(config: BenchConfig) -> dict:
+    """Run the benchmark; returns the JSON-ready result (schema in :mod:`.report`)."""
+    import torch
+
+    from ..export.graphs import UNetOperatorGraph, VaeDecoderGraph, VaeEncoderGraph
+    from ..prior import load_prior
+    from ..sampler import SamplingOptions, restore
+    from ..schedule import from_scheduler
+    from ..step import GuidedStep
+
+    config.validate()
+    torch.set_num_threads(config.threads)
+    _say(config, f"loading {config.model}")
+    prior = load_prior(config.model)
+    image_size = config.image_size or prior.default_image_size
+    get_degradation_check(config.task, image_size)
+    operator, op_config, operator_label = _operator(prior, config, image_size)
+    spec = get_task(config.task)
+    rng = np.random.default_rng(0)
+    latent = prior.latent_shape(image_size)
+    side = image_size // spec.scale
+    y = rng.uniform(-1, 1, (1, 3, side, side)).astype(np.float32)
+    schedule = from_scheduler(prior.scheduler, 999)
+    context = prior.encode_prompt("")
+    step = GuidedStep(prior, operator, config.arch)
+    step_inputs = (torch.from_numpy(rng.standard_normal(latent, dtype=np.float32)),
+                   torch.tensor([float(schedule.timesteps[500])]),
+                   torch.from_numpy(schedule.coefficients[500]),
+                   torch.from_numpy(rng.standard_normal(latent, dtype=np.float32)),
+                   torch.from_numpy(rng.standard_normal(latent, dtype=np.float32)),
+                   torch.tensor([0.5]), context, torch.tensor([0.02]))
+    measurements, restorations, memory = [], [], {}
+    warm, reps = config.warmup, config.reps
+
+    def record(backend, name, stats):
+        measurements.append({"backend": backend, "measure": name, **stats})
+        _say(config, f"  {backend:<6} {name:<12} median {stats['median_ms']:9.2f} ms")
+
+    export_s = None
+    for backend in config.backends:
+        _say(config, f"timing {backend}")
+        if backend == "torch":
+            graphs = {"unet_h": UNetOperatorGraph(step),
+                      "vae_encoder": VaeEncoderGraph(prior, config.task, image_size),
+                      "vae_decoder": VaeDecoderGraph(prior)}
+            feeds = {"unet_h": (step_inputs[0], step_inputs[1], step_inputs[2], context,
+                                step_inputs[7]),
+                     "vae_encoder": (torch.from_numpy(y), torch.zeros(latent)),
+                     "vae_decoder": (step_inputs[0],)}
+            for name, module in graphs.items():
+                with torch.no_grad():
+                    record(backend, name, time_calls(lambda m=module, f=feeds[name]: m(*f),
+                                                     warm, reps))
+            record(backend, "step", time_calls(lambda: step(*step_inputs), warm, reps))
+            if config.restoration:
+                options = SamplingOptions(config.task, steps=config.steps)
+                start = time.perf_counter()
+                restore(prior, operator, config.arch, torch.from_numpy(y), options)
+                restorations.append(_restoration(backend, config.steps,
+                                                 time.perf_counter() - start))
+        else:
+            from ..runtime import BundleRunner
+
+            path, export_s = _bundle(prior, operator, op_config, config, image_size)
+            runner = BundleRunner(path, threads=config.threads, verify=False)
+            for name in ("unet_h", "vae_encoder", "vae_decoder"):
+                if name not in runner.manifest["graphs"]:
+                    continue
+                session = runner.graphs.session(name)
+                feeds = {i.name: _feed(i, rng) for i in session.get_inputs()}
+                if name == "vae_encoder":
+                    feeds["measurement"] = y
+                record(backend, name, time_calls(lambda s=session, f=feeds: s.run(None, f),
+                                                 warm, reps))
+            record(backend, "step", _ort_step_stats(runner, step_inputs, warm, reps))
+            if config.restoration and runner.steps == config.steps:
+                runner.restore(y)  # warm-up: sessions and arenas
+                start = time.perf_counter()
+                runner.restore(y)
+                restorations.append(_restoration(backend, config.steps,
+                                                 time.perf_counter() - start))
+        memory[backend] = peak_rss_mib()
+
+    baselines = []
+    for method in config.baselines:
+        _say(config, f"timing baseline {method}")
+        baselines.append({"method": method, **_baseline_step(prior, config, method, y,
+                                                             step_inputs, context)})
+
+    flops = _step_flops(step, step_inputs)
+    gflops = matmul_gflops(config.threads)
+    result = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+        "versions": package_versions(("silo-rt", "torch", "diffusers", "onnx",
+                                     "onnxruntime")),
+        "config": {**{k: (str(v) if isinstance(v, Path) else v)
+                      for k, v in asdict(config).items() if k != "log"},
+                   "image_size": image_size, "operator_label": operator_label,
+                   "prior_random_weights": prior.is_random},
+        "export_s": export_s,
+        "measurements": measurements,
+        "restorations": restorations,
+        "baselines": baselines,
+        "peak_rss_mib": memory,
+        "floor": {"step_flops": flops, "matmul_gflops": gflops,
+                  "floor_step_ms": flops / (gflops * 1e9) * 1e3},
+    }
+    _derive(result)
+    return result
+
+
+def get_degradation_check(task, image_size):
+    from ..degradations import get_degradation
+
+    get_degradation(task).check_size(image_size)
+
+
+def _feed(info, rng):
+    if info.name == "timestep":
+        return np.array([500.0], np.float32)
+    if info.name == "coefficients":
+        return np.array([1.2, -0.6, 0.1, 0.9, 0.05], np.float32)
+    if info.name in ("eta", "sigma_y", "cfg_scale"):
+        return np.array([0.5], np.float32)
+    return rng.standard_normal(info.shape).astype(np.float32)
+
+
+def _ort_step_stats(runner, step_inputs, warm, reps):
+    """Per-step latency of the runtime's own IO-bound loop."""
+    arrays = [t.numpy() for t in step_inputs]
+    z, timestep, coefficients, noise, w, _, context, _ = arrays
+    n = warm + reps
+    clock = StepClock()
+    clock.start()
+    runner.graphs.run_steps(z, w, runner.context, np.repeat(timestep.astype(np.int64), n),
+                            np.repeat(coefficients[None], n, 0), np.repeat(noise[None], n, 0),
+                            0.5, 0.02, callback=clock)
+    return summarize(clock.samples[warm:])
+
+
+def _baseline_step(prior, config, method, y, step_inputs, context):
+    import torch
+
+    from ..baselines import BaselineWeights, DecoderGuidedStep
+
+    step = DecoderGuidedStep(prior, config.task, method, BaselineWeights())
+    z, timestep, coefficients, noise = step_inputs[:4]
+    y_t = torch.from_numpy(y)
+    stats = time_calls(lambda: step(z, timestep, coefficients, noise, y_t, context),
+                       min(config.warmup, 1), config.baseline_reps)
+    return stats
+
+
+def _restoration(backend, steps, seconds):
+    return {"backend": backend, "steps": steps, "total_s": seconds,
+            "per_step_ms": seconds / steps * 1e3}
+
+
+def _derive(result: dict) -> None:
+    """Ratios quoted in reports: speed-ups against torch and SILO against the baselines."""
+    by = {(m["backend"], m["measure"]): m for m in result["measurements"]}
+    floor = result["floor"]
+    for m in result["measurements"]:
+        if m["measure"] == "step":
+            m["achieved_fraction"] = floor["floor_step_ms"] / m["median_ms"]
+        ref = by.get(("torch", m["measure"]))
+        if ref is not None:
+            m["speedup_vs_torch"] = ref["median_ms"] / m["median_ms"]
+    rest = {r["backend"]: r for r in result["restorations"]}
+    for r in result["restorations"]:
+        if "torch" in rest:
+            r["speedup_vs_torch"] = rest["torch"]["total_s"] / r["total_s"]
+    silo = by.get(("torch", "step"))
+    for b in result["baselines"]:
+        if silo is not None:
+            b["silo_time_ratio"] = silo["median_ms"] / b["median_ms"]

@@ -1,0 +1,77 @@
+"""Timing and machine measurements used by the bench (host clocks; CPU backends)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import suppress
+
+
+def summarize(samples_s: list[float]) -> dict:
+    """Median, p90, min and count of latencies given in seconds, reported in ms."""
+    ordered = sorted(samples_s)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return {"median_ms": statistics.median(ordered) * 1e3, "p90_ms": p90 * 1e3,
+            "min_ms": ordered[0] * 1e3, "reps": len(ordered)}
+
+
+def time_calls(fn: Callable[[], object], warmup: int, reps: int) -> dict:
+    """Call ``fn`` ``warmup`` times untimed, then ``reps`` times timed."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return summarize(samples)
+
+
+class StepClock:
+    """A per-step callback that records the wall time between consecutive steps."""
+
+    def __init__(self):
+        self.samples: list[float] = []
+        self._last = None
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self, *args) -> None:
+        now = time.perf_counter()
+        self.samples.append(now - self._last)
+        self._last = now
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux: ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_gflops(threads: int, size: int = 1024, reps: int = 10) -> float:
+    """Measured fp32 matmul rate of this machine with ``threads`` threads (GFLOP/s)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        stats = time_calls(lambda: a @ b, warmup=3, reps=reps)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * size**3 / (stats["median_ms"] / 1e3) / 1e9
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    with suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    return info
