@@ -216,10 +216,14 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
               help="trained operator, .safetensors or .pt with --arch (torch backend)")
 @click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
               help="architecture of a plain .pt operator")
-@click.option("--backend", type=click.Choice(["auto", "torch", "ort"]), default="auto",
-              show_default=True,
-              help="torch = PyTorch reference (needs --model/--operator); ort = ONNX Runtime "
-                   "on a bundle; auto = ort when --bundle is given, else torch")
+@click.option("--backend", type=click.Choice(["auto", "torch", "torch-cuda", "ort", "trt"]),
+              default="auto", show_default=True,
+              help="torch = PyTorch reference on the CPU, torch-cuda = the same on a GPU with a "
+                   "CUDA graph (both need --model/--operator); ort = ONNX Runtime, trt = "
+                   "TensorRT with CUDA graphs (both run a --bundle); auto = with a bundle, "
+                   "TensorRT when usable, else ONNX Runtime; without one, torch")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16",
+              show_default=True, help="TensorRT engine precision (trt backend)")
 @click.option("--threads", type=int, default=None,
               help="CPU threads for ONNX Runtime [default: all cores]")
 @click.option("--steps", type=int, default=None,
@@ -234,8 +238,8 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
 @click.option("--sigma-y", type=float, default=None, help=SIGMA_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="restored image to write (.png)")
-def restore(measurement, bundle, task, model, operator_path, arch, backend, threads, steps,
-            eta, seed, prompt, cfg_scale, sigma_y, out):
+def restore(measurement, bundle, task, model, operator_path, arch, backend, precision, threads,
+            steps, eta, seed, prompt, cfg_scale, sigma_y, out):
     """Restore a MEASUREMENT image with SILO (Algorithm 1).
 
     From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed) or with the PyTorch
@@ -243,43 +247,46 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, thre
     """
     from .images import read_image, write_image
 
-    if backend == "auto":
-        backend = "ort" if bundle is not None else "torch"
-    if backend == "ort" and bundle is None:
-        raise SiloError("the ort backend runs a bundle: give --bundle (see `silo-rt export`)")
-    if backend == "torch" and (model is None or operator_path is None or task is None):
-        raise SiloError("the torch backend needs --task, --model and --operator")
+    if backend == "auto" and bundle is None:
+        backend = "torch"
+    if backend in ("ort", "trt") and bundle is None:
+        raise SiloError(f"the {backend} backend runs a bundle: give --bundle "
+                        "(see `silo-rt export`)")
+    torch_backend = backend in ("torch", "torch-cuda")
+    if torch_backend and (model is None or operator_path is None or task is None):
+        raise SiloError(f"the {backend} backend needs --task, --model and --operator")
     if seed < 0:
         raise SiloError(f"--seed must be >= 0, got {seed}")
     y = read_image(measurement)
-    if backend == "ort":
-        x, label = _restore_bundle(y, bundle, task, threads, steps, eta, seed, sigma_y)
+    if not torch_backend:
+        x, label = _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta,
+                                   seed, sigma_y)
     else:
         x, label = _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt,
-                                  cfg_scale, sigma_y)
+                                  cfg_scale, sigma_y, cuda=backend == "torch-cuda")
     write_image(out, x)
     click.echo(f"wrote {out} ({x.shape[-1]}x{x.shape[-2]}, backend {label})")
 
 
-def _restore_bundle(y, bundle, task, threads, steps, eta, seed, sigma_y):
+def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, seed, sigma_y):
     from .runtime import BundleRunner
 
-    runner = BundleRunner(bundle, threads=threads)
+    runner = BundleRunner(bundle, backend=backend, threads=threads, precision=precision,
+                          log=lambda line: click.echo(line, err=True))
     if task is not None and task != runner.task:
         raise SiloError(f"bundle {bundle} is for task {runner.task!r}, not {task!r}")
     if steps is not None and steps != runner.steps:
         raise SiloError(f"bundle {bundle} was exported for {runner.steps} steps, not {steps}; "
                         "export again with --steps")
     runner.check_measurement(y)
-    label = f"ort ({runner.graphs.providers[0]})"
-    click.echo(f"backend: {label}", err=True)
+    click.echo(f"backend: {runner.label}", err=True)
     x = runner.restore(y, seed, eta, sigma_y,
-                       callback=_progress(runner.steps, f"SILO {runner.task} [ort]"))
-    return x, label
+                       callback=_progress(runner.steps, f"SILO {runner.task} [{runner.backend}]"))
+    return x, runner.label
 
 
 def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt, cfg_scale,
-                   sigma_y):
+                   sigma_y, cuda=False):
     import torch
 
     from .operators import load_operator
@@ -293,6 +300,11 @@ def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt
     image_size = image_size_for(task, y)
     prior = load_prior(model)
     operator, config = load_operator(operator_path, prior, task, arch, image_size)
+    if cuda:
+        from .torch_cuda import restore_cuda
+
+        return restore_cuda(prior, operator, config.arch, torch.from_numpy(y),
+                            options).numpy(), "torch-cuda (CUDA graph)"
     x = silo_restore(prior, operator, config.arch, torch.from_numpy(y), options,
                      callback=_progress(options.steps, f"SILO {task} [torch]"))
     return x.numpy(), "torch"

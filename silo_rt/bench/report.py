@@ -15,7 +15,9 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
     baselines     [{method, median_ms, p90_ms, min_ms, reps, silo_time_ratio?}]
                   one decoder-in-the-loop step (torch); silo_time_ratio = SILO step / it
     peak_rss_mib  {backend: peak resident memory of the process after that backend ran}
-    floor         {step_flops, matmul_gflops, floor_step_ms}
+    floor         {step_flops, matmul_gflops, floor_step_ms,
+                   gpu_matmul_gflops?, gpu_floor_step_ms? (when a GPU backend ran)}
+                  achieved_fraction = floor_step_ms / median_ms (the GPU floor for GPU backends)
 """
 
 from __future__ import annotations

@@ -13,9 +13,18 @@ from ..errors import SiloError
 from ..provenance import package_versions
 from ..tasks import get_task
 from .report import SCHEMA
-from .timing import StepClock, machine_info, matmul_gflops, peak_rss_mib, summarize, time_calls
+from .timing import (
+    StepClock,
+    gpu_matmul_gflops,
+    machine_info,
+    matmul_gflops,
+    peak_rss_mib,
+    summarize,
+    time_calls,
+)
 
-BACKENDS = ("torch", "ort")
+BACKENDS = ("torch", "ort", "torch-cuda", "torch-cuda-graph", "trt-fp32", "trt-fp16")
+GPU_BACKENDS = ("torch-cuda", "torch-cuda-graph", "trt-fp32", "trt-fp16")
 BASELINE_METHODS = ("ldps", "gml-dps", "psld")
 
 
@@ -29,7 +38,7 @@ class BenchConfig:
     operator: Path | None = None
     bundle: Path | None = None
     image_size: int | None = None
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[str, ...] = ("torch", "ort")
     steps: int = 20
     reps: int = 10
     warmup: int = 2
@@ -179,10 +188,20 @@ def run_bench(config: BenchConfig) -> dict:
                 restore(prior, operator, config.arch, torch.from_numpy(y), options)
                 restorations.append(_restoration(backend, config.steps,
                                                  time.perf_counter() - start))
+        elif backend in ("torch-cuda", "torch-cuda-graph"):
+            _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record,
+                             restorations)
         else:
             from ..runtime import BundleRunner
 
             path, export_s = _bundle(prior, operator, op_config, config, image_size)
+            if backend.startswith("trt"):
+                runner = BundleRunner(path, backend="trt", precision=backend.split("-")[1],
+                                      verify=False, log=lambda line: _say(config, line))
+                _time_bundle_runner(backend, runner, step_inputs, y, config, record,
+                                    restorations)
+                memory[backend] = peak_rss_mib()
+                continue
             runner = BundleRunner(path, threads=config.threads, verify=False)
             for name in ("unet_h", "vae_encoder", "vae_decoder"):
                 if name not in runner.manifest["graphs"]:
@@ -210,6 +229,11 @@ def run_bench(config: BenchConfig) -> dict:
 
     flops = _step_flops(step, step_inputs)
     gflops = matmul_gflops(config.threads)
+    floor = {"step_flops": flops, "matmul_gflops": gflops,
+             "floor_step_ms": flops / (gflops * 1e9) * 1e3}
+    if set(config.backends) & set(GPU_BACKENDS):
+        gpu = gpu_matmul_gflops()
+        floor.update(gpu_matmul_gflops=gpu, gpu_floor_step_ms=flops / (gpu * 1e9) * 1e3)
     result = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -225,8 +249,7 @@ def run_bench(config: BenchConfig) -> dict:
         "restorations": restorations,
         "baselines": baselines,
         "peak_rss_mib": memory,
-        "floor": {"step_flops": flops, "matmul_gflops": gflops,
-                  "floor_step_ms": flops / (gflops * 1e9) * 1e3},
+        "floor": floor,
     }
     _derive(result)
     return result
@@ -261,6 +284,71 @@ def _ort_step_stats(runner, step_inputs, warm, reps):
     return summarize(clock.samples[warm:])
 
 
+def _time_bundle_runner(backend, runner, step_inputs, y, config, record, restorations):
+    """Per-step latency (whole loop / steps, one sync at the end) and a full restoration."""
+    import time as _time
+
+    arrays = [t.numpy() for t in step_inputs]
+    z, timestep, coefficients, noise, w = arrays[:5]
+    n = config.reps
+
+    def loop():
+        runner.graphs.run_steps(z, w, runner.context, np.repeat(timestep.astype(np.int64), n),
+                                np.repeat(coefficients[None], n, 0),
+                                np.repeat(noise[None], n, 0), 0.5, 0.02)
+
+    loop()  # warm-up (graph capture, allocations)
+    samples = []
+    for _ in range(3):
+        start = _time.perf_counter()
+        loop()
+        samples.append((_time.perf_counter() - start) / n)
+    record(backend, "step", summarize(samples))
+    if config.restoration and runner.steps == config.steps:
+        start = _time.perf_counter()
+        runner.restore(y)
+        restorations.append(_restoration(backend, config.steps, _time.perf_counter() - start))
+
+
+def _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record, restorations):
+    """The PyTorch reference on the GPU, eager or replaying a CUDA graph."""
+    import time as _time
+
+    import torch
+
+    from ..sampler import SamplingOptions
+    from ..step import GuidedStep
+    from ..torch_cuda import CudaStepLoop, require_cuda, restore_cuda
+
+    device = require_cuda()
+    for module in (prior.unet, prior.vae, prior.text_encoder, operator):
+        module.to(device)
+    use_graph = backend == "torch-cuda-graph"
+    loop = CudaStepLoop(GuidedStep(prior, operator, config.arch), use_graph)
+    z, timestep, coefficients, noise, w, _, context, _ = (t.to(device) for t in step_inputs)
+    n = config.reps
+    args = (np.repeat(timestep.cpu().numpy(), n), np.repeat(coefficients.cpu().numpy()[None],
+                                                            n, 0),
+            np.repeat(noise.cpu().numpy()[None], n, 0), 0.5, 0.02)
+    loop.run(z, w, context, *args)
+    samples = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        start = _time.perf_counter()
+        loop.run(z, w, context, *args)
+        torch.cuda.synchronize()
+        samples.append((_time.perf_counter() - start) / n)
+    record(backend, "step", summarize(samples))
+    if config.restoration:
+        options = SamplingOptions(config.task, steps=config.steps)
+        torch.cuda.synchronize()
+        start = _time.perf_counter()
+        restore_cuda(prior, operator, config.arch, torch.from_numpy(y), options, use_graph)
+        restorations.append(_restoration(backend, config.steps, _time.perf_counter() - start))
+    for module in (prior.unet, prior.vae, prior.text_encoder, operator):
+        module.to("cpu")
+
+
 def _baseline_step(prior, config, method, y, step_inputs, context):
     import torch
 
@@ -285,7 +373,9 @@ def _derive(result: dict) -> None:
     floor = result["floor"]
     for m in result["measurements"]:
         if m["measure"] == "step":
-            m["achieved_fraction"] = floor["floor_step_ms"] / m["median_ms"]
+            on_gpu = m["backend"] in GPU_BACKENDS and "gpu_floor_step_ms" in floor
+            m["achieved_fraction"] = (floor["gpu_floor_step_ms" if on_gpu else "floor_step_ms"]
+                                      / m["median_ms"])
         ref = by.get(("torch", m["measure"]))
         if ref is not None:
             m["speedup_vs_torch"] = ref["median_ms"] / m["median_ms"]

@@ -66,6 +66,23 @@ def matmul_gflops(threads: int, size: int = 1024, reps: int = 10) -> float:
     return 2 * size**3 / (stats["median_ms"] / 1e3) / 1e9
 
 
+def gpu_matmul_gflops(size: int = 8192, reps: int = 20) -> float:
+    """Measured dense fp16 matmul rate of GPU 0 (GFLOP/s), timed with CUDA events."""
+    import torch
+
+    a = torch.randn(size, size, device="cuda", dtype=torch.float16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.float16)
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * size**3 * reps / (start.elapsed_time(end) / 1e3) / 1e9
+
+
 def machine_info() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}

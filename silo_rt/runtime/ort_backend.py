@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SiloError
+from .finite import check_losses
 
 StepCallback = Callable[[int, int, "np.ndarray | None", float], None]
 
@@ -85,6 +86,8 @@ class OrtGraphs:
                   ) -> np.ndarray:
         """Run ``len(timesteps)`` fused guided steps from ``z``; returns the final latent.
 
+        Stops with a :class:`SiloError` naming the step at the first NaN/Inf loss.
+
         Args:
             z, w: ``(B, C, s, s)`` float32 start latent and measurement latent.
             context: text context as in the manifest.
@@ -117,6 +120,7 @@ class OrtGraphs:
         for name, v in keep_alive.items():
             binding.bind_ortvalue_input(name, v)
         binding.bind_ortvalue_output("loss", loss)
+        losses = np.empty(steps, np.float32)
         for i in range(steps):
             current, following = buffers[i % 2], buffers[(i + 1) % 2]
             t_value, c_value, n_value = per_step[i]
@@ -126,7 +130,10 @@ class OrtGraphs:
             binding.bind_ortvalue_input("noise", n_value)
             binding.bind_ortvalue_output("z_prev", following)
             session.run_with_iobinding(binding)
+            losses[i] = loss.numpy()
+            if not np.isfinite(losses[i]):
+                check_losses(losses[: i + 1], timesteps)
             if callback is not None:
                 latent = following.numpy() if want_latents else None
-                callback(i, int(timesteps[i]), latent, float(loss.numpy()))
+                callback(i, int(timesteps[i]), latent, float(losses[i]))
         return buffers[steps % 2].numpy()

@@ -11,21 +11,51 @@ from ..noise import NoiseSource
 from .manifest import read_manifest
 from .ort_backend import OrtGraphs, StepCallback
 
+BACKENDS = ("auto", "ort", "trt")
+
+
+def tensorrt_available() -> bool:
+    """Whether TensorRT and a CUDA GPU are usable here."""
+    try:
+        from .engines import current_key
+
+        current_key("fp32")
+        return True
+    except SiloError:
+        return False
+
 
 class BundleRunner:
     """A loaded, verified bundle ready to restore measurements.
 
     Args:
         bundle: the bundle folder written by ``silo-rt export``.
+        backend: ``ort`` (ONNX Runtime), ``trt`` (TensorRT, CUDA graphs) or ``auto``
+            (TensorRT when usable, else ONNX Runtime with CUDA when present, else CPU).
         providers, threads: passed to :class:`~.ort_backend.OrtGraphs`.
+        precision: TensorRT engine precision (``fp16`` or ``fp32``).
         verify: check every file's sha256 against the manifest first.
+        log: progress lines (e.g. TensorRT engine builds on first use).
     """
 
-    def __init__(self, bundle: str | Path, providers: list[str] | None = None,
-                 threads: int | None = None, verify: bool = True):
+    def __init__(self, bundle: str | Path, backend: str = "ort",
+                 providers: list[str] | None = None, threads: int | None = None,
+                 precision: str = "fp16", verify: bool = True, log=lambda line: None):
+        if backend not in BACKENDS:
+            raise SiloError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
         self.path = Path(bundle)
         self.manifest = read_manifest(self.path, verify=verify)
-        self.graphs = OrtGraphs(self.path, self.manifest, providers, threads)
+        if backend == "auto":
+            backend = "trt" if tensorrt_available() else "ort"
+        if backend == "trt":
+            from .tensorrt_backend import TrtGraphs
+
+            self.graphs = TrtGraphs(self.path, self.manifest, precision, log=log)
+            self.label = f"trt ({self.graphs.key.describe()})"
+        else:
+            self.graphs = OrtGraphs(self.path, self.manifest, providers, threads)
+            self.label = f"ort ({self.graphs.providers[0]})"
+        self.backend = backend
         context_file = self.path / self.manifest["context"]["file"]
         self.context = np.load(context_file, allow_pickle=False).astype(np.float32)
 

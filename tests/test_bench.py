@@ -1,0 +1,60 @@
+"""The bench's JSON schema and the ratios it derives."""
+
+import json
+
+import pytest
+
+from silo_rt.bench.report import SCHEMA, render_markdown, render_table, validate
+from silo_rt.bench.runner import _derive
+from silo_rt.bench.timing import summarize
+from silo_rt.cli import main
+
+
+def test_summarize_median_and_p90():
+    stats = summarize([0.001 * i for i in range(1, 11)])  # 1..10 ms
+    assert stats["median_ms"] == pytest.approx(5.5)
+    assert stats["p90_ms"] == pytest.approx(9.0)
+    assert stats["min_ms"] == pytest.approx(1.0) and stats["reps"] == 10
+
+
+def test_derived_ratios():
+    result = {
+        "measurements": [
+            {"backend": "torch", "measure": "step", "median_ms": 30.0},
+            {"backend": "ort", "measure": "step", "median_ms": 10.0},
+        ],
+        "restorations": [{"backend": "torch", "total_s": 6.0},
+                         {"backend": "ort", "total_s": 2.0}],
+        "baselines": [{"method": "ldps", "median_ms": 60.0}],
+        "floor": {"floor_step_ms": 1.0},
+    }
+    _derive(result)
+    ort = result["measurements"][1]
+    assert ort["speedup_vs_torch"] == pytest.approx(3.0)
+    assert ort["achieved_fraction"] == pytest.approx(0.1)
+    assert result["restorations"][1]["speedup_vs_torch"] == pytest.approx(3.0)
+    assert result["baselines"][0]["silo_time_ratio"] == pytest.approx(0.5)
+
+
+def test_bench_cli_writes_a_valid_report(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    png = tmp_path / "bench.png"
+    main(["bench", "--model", "tiny", "--task", "ip", "--backends", "torch", "--reps", "2",
+          "--warmup", "0", "--no-restoration", "--baselines", "ldps", "--baseline-reps", "1",
+          "--json", str(out), "--markdown", str(md), "--plot", str(png)])
+    result = json.loads(out.read_text())
+    validate(result)
+    assert result["schema"] == SCHEMA
+    assert {m["measure"] for m in result["measurements"]} == {"unet_h", "vae_encoder",
+                                                             "vae_decoder", "step"}
+    assert result["config"]["prior_random_weights"] is True
+    assert result["floor"]["step_flops"] > 0 and result["baselines"][0]["method"] == "ldps"
+    assert "silo-rt bench: tiny (random weights)" in capsys.readouterr().out
+    assert md.read_text().startswith("### silo-rt bench") and png.read_bytes()[:4] == b"\x89PNG"
+    assert "step" in render_table(result) and "| torch | step |" in render_markdown(result)
+
+
+def test_validate_rejects_foreign_json():
+    with pytest.raises(ValueError):
+        validate({"schema": "something-else"})
