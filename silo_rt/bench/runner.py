@@ -14,7 +14,6 @@ from ..provenance import package_versions
 from ..tasks import get_task
 from .report import SCHEMA
 from .timing import (
-    StepClock,
     gpu_matmul_gflops,
     machine_info,
     matmul_gflops,
@@ -167,6 +166,7 @@ def run_bench(config: BenchConfig) -> dict:
         _say(config, f"  {backend:<6} {name:<12} median {stats['median_ms']:9.2f} ms")
 
     export_s = None
+    step_calls = {}  # CPU backends' one-step callables, timed interleaved below
     for backend in config.backends:
         _say(config, f"timing {backend}")
         if backend == "torch":
@@ -181,7 +181,7 @@ def run_bench(config: BenchConfig) -> dict:
                 with torch.no_grad():
                     record(backend, name, time_calls(lambda m=module, f=feeds[name]: m(*f),
                                                      warm, reps))
-            record(backend, "step", time_calls(lambda: step(*step_inputs), warm, reps))
+            step_calls[backend] = lambda: step(*step_inputs)
             if config.restoration:
                 options = SamplingOptions(config.task, steps=config.steps)
                 start = time.perf_counter()
@@ -212,7 +212,9 @@ def run_bench(config: BenchConfig) -> dict:
                     feeds["measurement"] = y
                 record(backend, name, time_calls(lambda s=session, f=feeds: s.run(None, f),
                                                  warm, reps))
-            record(backend, "step", _ort_step_stats(runner, step_inputs, warm, reps))
+            arrays = [t.numpy() for t in step_inputs]
+            step_calls[backend] = runner.graphs.single_step(
+                arrays[0], arrays[4], runner.context, arrays[1], arrays[2], arrays[3], 0.5, 0.02)
             if config.restoration and runner.steps == config.steps:
                 runner.restore(y)  # warm-up: sessions and arenas
                 start = time.perf_counter()
@@ -220,6 +222,9 @@ def run_bench(config: BenchConfig) -> dict:
                 restorations.append(_restoration(backend, config.steps,
                                                  time.perf_counter() - start))
         memory[backend] = peak_rss_mib()
+
+    for backend, stats in _interleaved(step_calls, warm, reps).items():
+        record(backend, "step", stats)
 
     baselines = []
     for method in config.baselines:
@@ -271,17 +276,23 @@ def _feed(info, rng):
     return rng.standard_normal(info.shape).astype(np.float32)
 
 
-def _ort_step_stats(runner, step_inputs, warm, reps):
-    """Per-step latency of the runtime's own IO-bound loop."""
-    arrays = [t.numpy() for t in step_inputs]
-    z, timestep, coefficients, noise, w, _, context, _ = arrays
-    n = warm + reps
-    clock = StepClock()
-    clock.start()
-    runner.graphs.run_steps(z, w, runner.context, np.repeat(timestep.astype(np.int64), n),
-                            np.repeat(coefficients[None], n, 0), np.repeat(noise[None], n, 0),
-                            0.5, 0.02, callback=clock)
-    return summarize(clock.samples[warm:])
+def _interleaved(calls: dict, warmup: int, reps: int) -> dict:
+    """Time each callable ``reps`` times, round-robin, so machine noise hits all alike.
+
+    Each timed call follows an untimed one of the same backend: ONNX Runtime's worker
+    threads spin for a while after a run, which would otherwise slow the next backend.
+    """
+    import time as _time
+
+    samples = {name: [] for name in calls}
+    for rep in range(warmup + reps):
+        for name, call in calls.items():
+            call()
+            start = _time.perf_counter()
+            call()
+            if rep >= warmup:
+                samples[name].append(_time.perf_counter() - start)
+    return {name: summarize(values) for name, values in samples.items()}
 
 
 def _time_bundle_runner(backend, runner, step_inputs, y, config, record, restorations):

@@ -34,6 +34,16 @@ def _convolution_backward(grad_output, input, weight, bias_sizes, stride, paddin
     extra = [input.shape[2 + i] - ((grad_output.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
                                    + dilation[i] * (weight.shape[2 + i] - 1) + 1)
              for i in range(2)]
+    reach = [dilation[i] * (weight.shape[2 + i] - 1) for i in range(2)]
+    if (groups == 1 and list(stride) == [1, 1] and extra == [0, 0]
+            and all(padding[i] <= reach[i] for i in range(2))):
+        # Stride 1: the same as a plain convolution with the flipped, transposed kernel,
+        # which runtimes execute faster than a transposed convolution.
+        flipped = weight.flip(2, 3).transpose(0, 1)
+        grad_input = aten.convolution(grad_output, flipped, None, [1, 1],
+                                      [reach[0] - padding[0], reach[1] - padding[1]], dilation,
+                                      False, [0, 0], 1)
+        return grad_input, None, None
     grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True,
                                   extra, groups)
     return grad_input, None, None
@@ -50,7 +60,7 @@ def _upsample_nearest2d_backward(grad_output, output_size, input_size, scales_h=
 
 def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     """``(out, in)`` matrix of 1-D bilinear resizing, ``align_corners=False`` (PyTorch's)."""
-    m = np.zeros((out_size, in_size), dtype=np.float32)
+    m = np.zeros((out_size, in_size), dtype=np.float64)
     scale = in_size / out_size
     for i in range(out_size):
         src = max(scale * (i + 0.5) - 0.5, 0.0)

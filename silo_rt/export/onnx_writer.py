@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SiloError
+from .attention import export_attention
 from .decompositions import gradient_decompositions
 
 OPSET = 18
@@ -62,7 +63,7 @@ def _export(model, inputs, input_names, output_names, path: Path) -> list[Path]:
 def export_forward(module: torch.nn.Module, inputs, path: Path) -> list[Path]:
     """Export a forward-only module (``input_names``/``output_names`` class attributes)."""
     module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), export_attention(module):
         return _export(module, inputs, module.input_names, module.output_names, path)
 
 
@@ -78,7 +79,7 @@ def trace_step(step: torch.nn.Module, inputs) -> torch.fx.GraphModule:
     def step_fn(*args):
         return step(*args)
 
-    with sdpa_kernel([SDPBackend.MATH]):
+    with sdpa_kernel([SDPBackend.MATH]), export_attention(step):
         graph = make_fx(functionalize(step_fn, remove="mutations"),
                         decomposition_table=gradient_decompositions())(*inputs)
     leftovers = {str(n.target) for n in graph.graph.nodes
