@@ -165,10 +165,19 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
 @click.option("--cfg", "cfg_scale", type=float, default=1.0, show_default=True,
               help="classifier-free guidance scale (1 = off; > 1 doubles the UNet batch)")
 @click.option("--sigma-y", type=float, default=DEFAULT_SIGMA_Y, help=SIGMA_HELP)
+@click.option("--engines", type=click.Choice(["none", "trt"]), default="none",
+              show_default=True,
+              help="also build TensorRT engines for this machine's GPU into the bundle")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16",
+              show_default=True, help="TensorRT engine precision (with --engines trt)")
+@click.option("--fp16-vae", is_flag=True,
+              help="build the VAE engines in fp16 too (SD-1.5's VAE can overflow in fp16)")
+@click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True,
+              help="TensorRT builder optimisation level")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="bundle folder to write, e.g. engines/sr8-512")
 def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cfg_scale,
-           sigma_y, out):
+           sigma_y, engines, precision, fp16_vae, opt_level, out):
     """Export a prior + operator to a bundle of ONNX graphs with a manifest.
 
     The bundle holds the VAE encoder and decoder, the UNet + H_theta forward, and the fused
@@ -185,6 +194,10 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
 
     if batch < 1:
         raise SiloError(f"--batch must be at least 1, got {batch}")
+    if engines == "trt":
+        from .runtime.engines import current_key
+
+        current_key(precision)  # fail before the long export when TensorRT or a GPU is missing
     started = time.perf_counter()
     prior = load_prior(model)
     if task is None and not str(operator_path).endswith(".safetensors"):
@@ -200,8 +213,14 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
     def stage(name, seconds):
         click.echo(f"  {name:<12} {seconds:7.1f} s", err=True)
 
-    export_bundle(prior, operator, config, ExportOptions(options, size, batch), out,
-                  on_stage=stage)
+    manifest = export_bundle(prior, operator, config, ExportOptions(options, size, batch), out,
+                             on_stage=stage)
+    if engines == "trt":
+        from .runtime.engines import EngineBuildConfig, build_engines
+
+        build_engines(out, manifest,
+                      EngineBuildConfig(precision, not fp16_vae, opt_level),
+                      log=lambda line: click.echo(line, err=True))
     click.echo(f"wrote bundle {out} in {time.perf_counter() - started:.1f} s")
 
 
@@ -337,6 +356,8 @@ def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt
                    "'none' to skip)")
 @click.option("--baseline-reps", type=int, default=3, show_default=True,
               help="timed repetitions of each baseline step")
+@click.option("--restore-reps", type=int, default=3, show_default=True,
+              help="timed end-to-end restorations per backend (median reported)")
 @click.option("--no-restoration", is_flag=True,
               help="skip the end-to-end restorations (graphs and steps only)")
 @click.option("--cache", type=click.Path(path_type=Path), default=Path("engines"),
@@ -348,8 +369,8 @@ def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="write a PNG bar chart of per-step latency per backend")
 def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps, warmup,
-          threads, baselines, baseline_reps, no_restoration, cache, json_path, markdown_path,
-          plot_path):
+          threads, baselines, baseline_reps, restore_reps, no_restoration, cache, json_path,
+          markdown_path, plot_path):
     """Measure latency: per graph (UNet+H forward, fused guided step, VAE encoder and
     decoder; median and p90), per restoration, peak memory, one step of the LDPS/PSLD
     baselines on the same prior, and the arithmetic floor (FLOPs of one step against the
@@ -367,7 +388,8 @@ def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps,
         steps=steps, reps=reps, warmup=warmup, threads=threads,
         baselines=() if baselines.strip() in ("", "none") else
         tuple(b.strip() for b in baselines.split(",")),
-        baseline_reps=baseline_reps, restoration=not no_restoration, cache=cache,
+        baseline_reps=baseline_reps, restoration=not no_restoration,
+        restore_reps=restore_reps, cache=cache,
         log=lambda line: click.echo(line, err=True))
     result = run_bench(config)
     click.echo(render_table(result))

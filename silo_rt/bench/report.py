@@ -11,7 +11,8 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
     measurements  [{backend, measure, median_ms, p90_ms, min_ms, reps,
                     speedup_vs_torch?, achieved_fraction? (step only)}]
                   measure ∈ unet_h | vae_encoder | vae_decoder | step
-    restorations  [{backend, steps, total_s, per_step_ms, speedup_vs_torch?}]
+    restorations  [{backend, steps, total_s, per_step_ms, reps?, p90_s?, speedup_vs_torch?}]
+                  total_s is the median of ``reps`` runs, interleaved across backends
     baselines     [{method, median_ms, p90_ms, min_ms, reps, silo_time_ratio?}]
                   one decoder-in-the-loop step (torch); silo_time_ratio = SILO step / it
     peak_rss_mib  {backend: peak resident memory of the process after that backend ran}

@@ -45,6 +45,7 @@ class BenchConfig:
     baselines: tuple[str, ...] = ("ldps", "psld")
     baseline_reps: int = 3
     restoration: bool = True
+    restore_reps: int = 3
     cache: Path = Path("engines")
     log: object = field(default=None, repr=False)  # callable(str) for progress lines
 
@@ -58,7 +59,7 @@ class BenchConfig:
         if unknown:
             raise SiloError(f"unknown baseline(s) {sorted(unknown)}; choose from "
                             f"{', '.join(BASELINE_METHODS)}")
-        for name in ("steps", "reps", "threads", "baseline_reps"):
+        for name in ("steps", "reps", "threads", "baseline_reps", "restore_reps"):
             if getattr(self, name) < 1:
                 raise SiloError(f"--{name.replace('_', '-')} must be at least 1")
         if self.warmup < 0:
@@ -167,6 +168,7 @@ def run_bench(config: BenchConfig) -> dict:
 
     export_s = None
     step_calls = {}  # CPU backends' one-step callables, timed interleaved below
+    restore_calls = {}  # and their whole restorations
     for backend in config.backends:
         _say(config, f"timing {backend}")
         if backend == "torch":
@@ -184,10 +186,9 @@ def run_bench(config: BenchConfig) -> dict:
             step_calls[backend] = lambda: step(*step_inputs)
             if config.restoration:
                 options = SamplingOptions(config.task, steps=config.steps)
-                start = time.perf_counter()
-                restore(prior, operator, config.arch, torch.from_numpy(y), options)
-                restorations.append(_restoration(backend, config.steps,
-                                                 time.perf_counter() - start))
+                restore_calls[backend] = (
+                    lambda o=options: restore(prior, operator, config.arch,
+                                              torch.from_numpy(y), o))
         elif backend in ("torch-cuda", "torch-cuda-graph"):
             _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record,
                              restorations)
@@ -217,14 +218,16 @@ def run_bench(config: BenchConfig) -> dict:
                 arrays[0], arrays[4], runner.context, arrays[1], arrays[2], arrays[3], 0.5, 0.02)
             if config.restoration and runner.steps == config.steps:
                 runner.restore(y)  # warm-up: sessions and arenas
-                start = time.perf_counter()
-                runner.restore(y)
-                restorations.append(_restoration(backend, config.steps,
-                                                 time.perf_counter() - start))
+                restore_calls[backend] = lambda r=runner: r.restore(y)
         memory[backend] = peak_rss_mib()
 
     for backend, stats in _interleaved(step_calls, warm, reps).items():
         record(backend, "step", stats)
+    _say(config, f"timing {config.steps}-step restorations x{config.restore_reps}")
+    timed = _interleaved(restore_calls, 0, config.restore_reps, settle=False)
+    for backend, stats in timed.items():
+        restorations.append({**_restoration(backend, config.steps, stats["median_ms"] / 1e3),
+                             "reps": stats["reps"], "p90_s": stats["p90_ms"] / 1e3})
 
     baselines = []
     for method in config.baselines:
@@ -276,18 +279,20 @@ def _feed(info, rng):
     return rng.standard_normal(info.shape).astype(np.float32)
 
 
-def _interleaved(calls: dict, warmup: int, reps: int) -> dict:
+def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True) -> dict:
     """Time each callable ``reps`` times, round-robin, so machine noise hits all alike.
 
-    Each timed call follows an untimed one of the same backend: ONNX Runtime's worker
-    threads spin for a while after a run, which would otherwise slow the next backend.
+    With ``settle``, each timed call follows an untimed one of the same backend: ONNX
+    Runtime's worker threads spin for a while after a run, which would otherwise slow the
+    next backend's short call.
     """
     import time as _time
 
     samples = {name: [] for name in calls}
     for rep in range(warmup + reps):
         for name, call in calls.items():
-            call()
+            if settle:
+                call()
             start = _time.perf_counter()
             call()
             if rep >= warmup:
