@@ -79,6 +79,20 @@ def test_graphs_are_standard_onnx(exported):
         assert model.opset_import[0].version == 18
 
 
+def test_fp16_engines_keep_the_step_tail_in_fp32(exported):
+    """The FP32 tail of a real step graph: the gradient clamp, no Conv or MatMul."""
+    import onnx
+
+    from silo_rt.runtime.engines import fp32_tail
+
+    model = onnx.load(str(exported["bundle"] / "step.onnx"))
+    tail = fp32_tail(model)
+    kinds = {n.op_type for n in model.graph.node if n.name in tail}
+    assert "Clip" in kinds
+    assert not kinds & {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+    assert len(tail) < len(model.graph.node) / 4
+
+
 def test_forward_graphs_match_pytorch(exported, tiny_prior):
     runner = BundleRunner(exported["bundle"])
     step = GuidedStep(tiny_prior, exported["operator"], exported["arch"],
