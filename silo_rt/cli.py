@@ -342,7 +342,8 @@ def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt
               help="image side in px [default: the prior's native size]")
 @click.option("--backends", default="torch,ort", show_default=True,
               help="comma-separated backends to run side by side in this process: torch "
-                   "(PyTorch eager reference), ort (ONNX Runtime on an exported bundle)")
+                   "(PyTorch eager reference), ort (ONNX Runtime on an exported bundle); on "
+                   "NVIDIA GPUs also torch-cuda, torch-cuda-graph, trt-fp16, trt-fp32")
 @click.option("--steps", type=int, default=20, show_default=True,
               help="steps of the end-to-end restoration that is timed")
 @click.option("--reps", type=int, default=10, show_default=True,
