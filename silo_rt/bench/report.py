@@ -11,8 +11,11 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
     measurements  [{backend, measure, median_ms, p90_ms, min_ms, reps,
                     speedup_vs_torch?, achieved_fraction? (step only)}]
                   measure ∈ unet_h | vae_encoder | vae_decoder | step
-    restorations  [{backend, steps, total_s, per_step_ms, reps?, p90_s?, speedup_vs_torch?}]
-                  total_s is the median of ``reps`` runs, interleaved across backends
+    restorations  [{backend, steps, total_s, per_step_ms, reps?, p90_s?, speedup_vs_torch?,
+                    rel_diff_vs_torch?}]
+                  total_s is the median of ``reps`` runs, interleaved across backends;
+                  rel_diff_vs_torch = ‖x − x_torch‖/‖x_torch‖ of the restored images (same
+                  seed), the parity the speed-up was measured at
     baselines     [{method, median_ms, p90_ms, min_ms, reps, silo_time_ratio?}]
                   one decoder-in-the-loop step (torch); silo_time_ratio = SILO step / it
     peak_rss_mib  {backend: peak resident memory of the process after that backend ran}
@@ -59,6 +62,8 @@ def _rows(result: dict) -> list[list[str]]:
     for r in result["restorations"]:
         extra = (f"{r['speedup_vs_torch']:.2f}x vs torch"
                  if r["backend"] != "torch" and "speedup_vs_torch" in r else "")
+        if "rel_diff_vs_torch" in r:
+            extra += f", image rel. diff {r['rel_diff_vs_torch']:.1e}"
         rows.append([r["backend"], f"restore {r['steps']} steps",
                      f"{r['total_s'] * 1e3:.0f}", f"{r['per_step_ms']:.2f}/step", extra])
     for b in result["baselines"]:

@@ -222,12 +222,19 @@ def run_bench(config: BenchConfig) -> dict:
         memory[backend] = peak_rss_mib()
 
     for backend, stats in _interleaved(step_calls, warm, reps).items():
+        stats.pop("output")
         record(backend, "step", stats)
     _say(config, f"timing {config.steps}-step restorations x{config.restore_reps}")
     timed = _interleaved(restore_calls, 0, config.restore_reps, settle=False)
+    images = {b: np.asarray(stats.pop("output"), np.float64) for b, stats in timed.items()}
     for backend, stats in timed.items():
-        restorations.append({**_restoration(backend, config.steps, stats["median_ms"] / 1e3),
-                             "reps": stats["reps"], "p90_s": stats["p90_ms"] / 1e3})
+        entry = {**_restoration(backend, config.steps, stats["median_ms"] / 1e3),
+                 "reps": stats["reps"], "p90_s": stats["p90_ms"] / 1e3}
+        if "torch" in images and backend != "torch":  # same seed: the images must agree
+            ref = images["torch"]
+            entry["rel_diff_vs_torch"] = float(np.linalg.norm(images[backend] - ref)
+                                               / np.linalg.norm(ref))
+        restorations.append(entry)
 
     baselines = []
     for method in config.baselines:
@@ -289,15 +296,17 @@ def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True) -> di
     import time as _time
 
     samples = {name: [] for name in calls}
+    last = {}
     for rep in range(warmup + reps):
         for name, call in calls.items():
             if settle:
                 call()
             start = _time.perf_counter()
-            call()
+            last[name] = call()
             if rep >= warmup:
                 samples[name].append(_time.perf_counter() - start)
-    return {name: summarize(values) for name, values in samples.items()}
+    return {name: {**summarize(values), "output": last.get(name)}
+            for name, values in samples.items()}
 
 
 def _time_bundle_runner(backend, runner, step_inputs, y, config, record, restorations):
