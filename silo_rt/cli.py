@@ -404,12 +404,26 @@ def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps,
         write_plot(result, plot_path)
 
 
+# Modules of the optional extras, and the extra that brings each.
+OPTIONAL_MODULES = {"torch": "reference", "diffusers": "reference", "transformers": "reference",
+                    "kornia": "reference", "accelerate": "reference", "safetensors": "reference",
+                    "onnx": "export", "onnxscript": "export", "matplotlib": "bench",
+                    "cuda": "gpu"}
+
+
 def main(argv=None):
     """Console entry point: run the CLI, turning :class:`SiloError` into one line + exit 2."""
     try:
         cli.main(args=argv, prog_name="silo-rt", standalone_mode=False)
     except SiloError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        click.echo(f"error: this command needs {exc.name!r}: pip install 'silo-rt[{extra}]'",
+                   err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

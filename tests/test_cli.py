@@ -108,3 +108,25 @@ def test_wrong_task_name_exits_nonzero_without_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "Invalid value for '--task'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_reference_extra_is_one_line(tmp_path):
+    """Without torch (runtime-only install), reference commands name the extra to install."""
+    blocker = (
+        "import sys\n"
+        "class Blocker:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ModuleNotFoundError('blocked', name='torch')\n"
+        "sys.meta_path.insert(0, Blocker())\n"
+        "from silo_rt.cli import main\n"
+        "main(sys.argv[1:])\n")
+    image = tmp_path / "x.png"
+    Image.new("RGB", (64, 64)).save(image)
+    out = tmp_path / "y.png"
+    result = subprocess.run([sys.executable, "-c", blocker, "degrade", str(image), "--task",
+                             "gb", "--out", str(out)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip() == "error: this command needs 'torch': pip install " \
+                                    "'silo-rt[reference]'"
