@@ -20,8 +20,7 @@ import torch
 from .degradations import get_degradation
 from .errors import SiloError
 from .noise import NoiseSource
-from .sampler import SamplingOptions, batch_context, decode_latent, image_size_for, run_steps
-from .schedule import from_scheduler
+from .sampler import SamplingOptions, decode_latent, image_size_for, prepare_sampling, run_steps
 
 BASELINES = ("ldps", "gml-dps", "psld")
 
@@ -77,16 +76,15 @@ def restore_baseline(prior, method: str, y: torch.Tensor, options: SamplingOptio
                      weights: BaselineWeights | None = None, callback=None) -> torch.Tensor:
     """Restore ``y`` ``(1, 3, h, w)`` with a decoder-in-the-loop baseline; returns ``x̂``."""
     options.validate()
+    if options.cfg_scale > 1.0:
+        raise SiloError("the decoder-in-the-loop baselines run without CFG (--cfg 1)")
     step = DecoderGuidedStep(prior, options.task, method, weights or BaselineWeights())
     noise = NoiseSource(options.seed)
-    image_size = image_size_for(options.task, y)
-    context = batch_context(prior.encode_prompt(options.prompt), y.shape[0])
-    schedule = from_scheduler(prior.scheduler, options.steps)
-    shape = prior.latent_shape(image_size, y.shape[0])
-    z = torch.from_numpy(noise.initial_latent(shape)) * prior.scheduler.init_noise_sigma
-    step_noise = noise.step_noise(len(schedule), shape)
+    shape = prior.latent_shape(image_size_for(options.task, y), y.shape[0])
+    start = prepare_sampling(prior, options, shape, noise)
 
     def baseline_step(z_t, timestep, coefficients, n):
-        return step(z_t, timestep, coefficients, n, y, context)
+        return step(z_t, timestep, coefficients, n, y, start.context)
 
-    return decode_latent(prior, run_steps(z, schedule, step_noise, baseline_step, callback))
+    return decode_latent(prior, run_steps(start.z, start.schedule, start.step_noise,
+                                          baseline_step, callback))

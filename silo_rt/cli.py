@@ -21,6 +21,8 @@ SIGMA_HELP = ("measurement noise std in the [-1, 1] image range (the paper's sig
 MODEL_HELP = ("latent diffusion prior: a local diffusers folder, a hub id (org/name), or a "
               "built-in random-weight model for tests: tiny, small, sd15-random")
 
+pt_arch_option = click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
+                              help="architecture of a plain .pt operator")
 task_option = click.option("--task", required=True, type=click.Choice(list(TASKS)),
                            help=TASK_HELP)
 
@@ -149,8 +151,7 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
 @cli.command()
 @click.option("--operator", "operator_path", required=True, type=click.Path(path_type=Path),
               help="trained operator (.safetensors, or a .pt state dict with --arch)")
-@click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
-              help="architecture of a plain .pt operator")
+@pt_arch_option
 @click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--task", type=click.Choice(list(TASKS)), default=None,
               help="degradation [default: the operator's task]")
@@ -233,8 +234,7 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
 @click.option("--model", default=None, help=MODEL_HELP + " (torch backend)")
 @click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
               help="trained operator, .safetensors or .pt with --arch (torch backend)")
-@click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
-              help="architecture of a plain .pt operator")
+@pt_arch_option
 @click.option("--backend", type=click.Choice(["auto", "torch", "torch-cuda", "ort", "trt"]),
               default="auto", show_default=True,
               help="torch = PyTorch reference on the CPU, torch-cuda = the same on a GPU with a "

@@ -112,6 +112,26 @@ def run_steps(z: torch.Tensor, schedule: Schedule, step_noise: np.ndarray, step_
     return z
 
 
+@dataclass
+class SamplingStart:
+    """What every sampler loop starts from (all on the prior's device)."""
+
+    context: torch.Tensor
+    schedule: Schedule
+    z: torch.Tensor
+    step_noise: np.ndarray
+
+
+def prepare_sampling(prior, options: SamplingOptions, shape: tuple[int, ...],
+                     noise: NoiseSource) -> SamplingStart:
+    """Text context (batched, CFG-aware), schedule, ``z_T`` and all step noise for ``shape``."""
+    context = batch_context(prior.encode_prompt(options.prompt, options.cfg_scale), shape[0])
+    schedule = from_scheduler(prior.scheduler, options.steps)
+    z = (torch.from_numpy(noise.initial_latent(shape)).to(context.device)
+         * prior.scheduler.init_noise_sigma)
+    return SamplingStart(context, schedule, z, noise.step_noise(len(schedule), shape))
+
+
 def restore(prior, operator, arch: str, y: torch.Tensor, options: SamplingOptions,
             callback: StepCallback | None = None) -> torch.Tensor:
     """Restore measurement ``y`` ``(1, 3, h, w)`` in [-1, 1] with SILO; returns ``x̂``.
@@ -126,17 +146,13 @@ def restore(prior, operator, arch: str, y: torch.Tensor, options: SamplingOption
     options.validate()
     noise = NoiseSource(options.seed)
     w = encode_measurement(prior, options.task, y, noise)
-    shape = tuple(w.shape)
-    context = batch_context(prior.encode_prompt(options.prompt, options.cfg_scale), shape[0])
-    schedule = from_scheduler(prior.scheduler, options.steps)
-    z = torch.from_numpy(noise.initial_latent(shape)) * prior.scheduler.init_noise_sigma
-    step_noise = noise.step_noise(len(schedule), shape)
+    start = prepare_sampling(prior, options, tuple(w.shape), noise)
     step = GuidedStep(prior, operator, arch, options.cfg_scale)
     eta = torch.tensor([options.resolved_eta])
     sigma_y = torch.tensor([options.sigma_y])
 
     def silo_step(z_t, timestep, coefficients, n):
-        return step(z_t, timestep, coefficients, n, w, eta, context, sigma_y)
+        return step(z_t, timestep, coefficients, n, w, eta, start.context, sigma_y)
 
-    z0 = run_steps(z, schedule, step_noise, silo_step, callback)
+    z0 = run_steps(start.z, start.schedule, start.step_noise, silo_step, callback)
     return decode_latent(prior, z0)

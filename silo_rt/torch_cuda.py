@@ -15,8 +15,7 @@ import torch
 from .errors import SiloError
 from .noise import NoiseSource
 from .runtime.finite import check_losses
-from .sampler import SamplingOptions, batch_context, decode_latent, encode_measurement
-from .schedule import from_scheduler
+from .sampler import SamplingOptions, decode_latent, encode_measurement, prepare_sampling
 from .step import GuidedStep
 
 
@@ -88,17 +87,12 @@ def restore_cuda(prior, operator, arch: str, y: torch.Tensor, options: SamplingO
         module.to(device)
     noise = NoiseSource(options.seed)
     w = encode_measurement(prior, options.task, y.to(device), noise)
-    shape = tuple(w.shape)
-    context = batch_context(prior.encode_prompt(options.prompt, options.cfg_scale), shape[0])
-    schedule = from_scheduler(prior.scheduler, options.steps)
-    z = torch.from_numpy(noise.initial_latent(shape)).to(device) * \
-        prior.scheduler.init_noise_sigma
-    step = GuidedStep(prior, operator, arch, options.cfg_scale)
-    loop = CudaStepLoop(step, use_graph)
-    z0, losses = loop.run(z, w, context, schedule.timesteps, schedule.coefficients,
-                          noise.step_noise(len(schedule), shape), options.resolved_eta,
-                          options.sigma_y)
-    check_losses(losses.cpu().numpy(), schedule.timesteps)
+    start = prepare_sampling(prior, options, tuple(w.shape), noise)
+    loop = CudaStepLoop(GuidedStep(prior, operator, arch, options.cfg_scale), use_graph)
+    z0, losses = loop.run(start.z, w, start.context, start.schedule.timesteps,
+                          start.schedule.coefficients, start.step_noise,
+                          options.resolved_eta, options.sigma_y)
+    check_losses(losses.cpu().numpy(), start.schedule.timesteps)
     if not torch.isfinite(z0).all():
         raise SiloError("non-finite value in the final latent")
     return decode_latent(prior, z0).cpu()

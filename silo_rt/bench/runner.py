@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..degradations import get_degradation
 from ..errors import SiloError
 from ..provenance import package_versions
 from ..tasks import get_task
@@ -143,7 +144,7 @@ def run_bench(config: BenchConfig) -> dict:
     _say(config, f"loading {config.model}")
     prior = load_prior(config.model)
     image_size = config.image_size or prior.default_image_size
-    get_degradation_check(config.task, image_size)
+    get_degradation(config.task).check_size(image_size)
     operator, op_config, operator_label = _operator(prior, config, image_size)
     spec = get_task(config.task)
     rng = np.random.default_rng(0)
@@ -270,12 +271,6 @@ def run_bench(config: BenchConfig) -> dict:
     return result
 
 
-def get_degradation_check(task, image_size):
-    from ..degradations import get_degradation
-
-    get_degradation(task).check_size(image_size)
-
-
 def _feed(info, rng):
     if info.name == "timestep":
         return np.array([500.0], np.float32)
@@ -293,26 +288,22 @@ def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True) -> di
     Runtime's worker threads spin for a while after a run, which would otherwise slow the
     next backend's short call.
     """
-    import time as _time
-
     samples = {name: [] for name in calls}
     last = {}
     for rep in range(warmup + reps):
         for name, call in calls.items():
             if settle:
                 call()
-            start = _time.perf_counter()
+            start = time.perf_counter()
             last[name] = call()
             if rep >= warmup:
-                samples[name].append(_time.perf_counter() - start)
+                samples[name].append(time.perf_counter() - start)
     return {name: {**summarize(values), "output": last.get(name)}
             for name, values in samples.items()}
 
 
 def _time_bundle_runner(backend, runner, step_inputs, y, config, record, restorations):
     """Per-step latency (whole loop / steps, one sync at the end) and a full restoration."""
-    import time as _time
-
     arrays = [t.numpy() for t in step_inputs]
     z, timestep, coefficients, noise, w = arrays[:5]
     n = config.reps
@@ -325,20 +316,18 @@ def _time_bundle_runner(backend, runner, step_inputs, y, config, record, restora
     loop()  # warm-up (graph capture, allocations)
     samples = []
     for _ in range(3):
-        start = _time.perf_counter()
+        start = time.perf_counter()
         loop()
-        samples.append((_time.perf_counter() - start) / n)
+        samples.append((time.perf_counter() - start) / n)
     record(backend, "step", summarize(samples))
     if config.restoration and runner.steps == config.steps:
-        start = _time.perf_counter()
+        start = time.perf_counter()
         runner.restore(y)
-        restorations.append(_restoration(backend, config.steps, _time.perf_counter() - start))
+        restorations.append(_restoration(backend, config.steps, time.perf_counter() - start))
 
 
 def _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record, restorations):
     """The PyTorch reference on the GPU, eager or replaying a CUDA graph."""
-    import time as _time
-
     import torch
 
     from ..sampler import SamplingOptions
@@ -359,17 +348,17 @@ def _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record, r
     samples = []
     for _ in range(3):
         torch.cuda.synchronize()
-        start = _time.perf_counter()
+        start = time.perf_counter()
         loop.run(z, w, context, *args)
         torch.cuda.synchronize()
-        samples.append((_time.perf_counter() - start) / n)
+        samples.append((time.perf_counter() - start) / n)
     record(backend, "step", summarize(samples))
     if config.restoration:
         options = SamplingOptions(config.task, steps=config.steps)
         torch.cuda.synchronize()
-        start = _time.perf_counter()
+        start = time.perf_counter()
         restore_cuda(prior, operator, config.arch, torch.from_numpy(y), options, use_graph)
-        restorations.append(_restoration(backend, config.steps, _time.perf_counter() - start))
+        restorations.append(_restoration(backend, config.steps, time.perf_counter() - start))
     for module in (prior.unet, prior.vae, prior.text_encoder, operator):
         module.to("cpu")
 

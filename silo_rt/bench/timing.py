@@ -31,22 +31,6 @@ def time_calls(fn: Callable[[], object], warmup: int, reps: int) -> dict:
     return summarize(samples)
 
 
-class StepClock:
-    """A per-step callback that records the wall time between consecutive steps."""
-
-    def __init__(self):
-        self.samples: list[float] = []
-        self._last = None
-
-    def start(self) -> None:
-        self._last = time.perf_counter()
-
-    def __call__(self, *args) -> None:
-        now = time.perf_counter()
-        self.samples.append(now - self._last)
-        self._last = now
-
-
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far (Linux: ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

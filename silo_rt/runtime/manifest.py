@@ -31,7 +31,6 @@ from ..errors import SiloError
 FORMAT = "silo-rt-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-GRAPHS = ("vae_encoder", "vae_decoder", "unet_h", "step")
 REQUIRED_GRAPHS = ("vae_encoder", "vae_decoder", "step")
 
 
