@@ -68,10 +68,7 @@ def degrade(image, task, sigma_y, seed, size, out):
 
     SR measurements are written at low resolution (e.g. 64x64 for sr8 on 512x512).
     """
-    import numpy as np
-    import torch
-
-    from .degradations import add_noise, get_degradation
+    from .degradations import make_measurement
     from .images import read_image, write_image
 
     x = read_image(image)
@@ -80,12 +77,8 @@ def degrade(image, task, sigma_y, seed, size, out):
     side = x.shape[-1]
     if x.shape[-2] != side:
         raise SiloError(f"{image} is {x.shape[-1]}x{x.shape[-2]}, not square; pass --size")
-    degradation = get_degradation(task)
-    degradation.check_size(side)
-    with torch.no_grad():
-        y = degradation(torch.from_numpy(x))
-    y = add_noise(y, sigma_y, np.random.default_rng(seed)).clamp(-1, 1)
-    write_image(out, y.numpy())
+    y = make_measurement(x, task, sigma_y, seed)
+    write_image(out, y)
     click.echo(f"wrote {out} ({y.shape[-1]}x{y.shape[-2]}, task {task}, sigma_y {sigma_y})")
 
 
@@ -148,6 +141,58 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
                f"{config.image_size}px, {config.trained_steps} steps)")
 
 
+@cli.command("demo-data")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="folder to create (train/, heldout/, SOURCES.md); must be new or empty")
+def demo_data(out):
+    """Write the demo's training tiles and held-out crops (photographs from scikit-image)."""
+    from .demo.data import prepare_demo_data
+
+    counts = prepare_demo_data(out)
+    click.echo(f"wrote {counts['train']} training tiles and {counts['heldout']} held-out "
+               f"crops under {out}")
+
+
+@cli.command("train-prior")
+@click.argument("part", type=click.Choice(["vae", "unet"]))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="folder of clean training images (searched recursively)")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="prior folder (diffusers layout); the vae part creates it, the unet part "
+                   "trains the UNet inside it")
+@click.option("--architecture", type=click.Choice(["demo", "tiny", "small"]), default="demo",
+              show_default=True, help="architecture of a new prior (vae part only)")
+@click.option("--steps", type=int, required=True, help="optimiser steps")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True, help="AdamW learning rate")
+@click.option("--ema-decay", type=float, default=0.999, show_default=True,
+              help="EMA decay of the UNet weights (the EMA is what gets saved)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=500, show_default=True,
+              help="save a resumable training state every N steps")
+@click.option("--resume", is_flag=True, help="continue from OUT/.train-state-PART/")
+def train_prior_command(part, data, out, architecture, steps, batch_size, lr, ema_decay, seed,
+                        checkpoint_every, resume):
+    """Train PART (vae, then unet) of a small latent diffusion prior from scratch.
+
+    The result is a diffusers folder usable as --model everywhere. This is how the embedded
+    demo prior was made (see silo_rt/demo/MODEL_CARD.md).
+    """
+    from .prior_training import PriorTrainOptions, train_prior
+
+    for name, value in (("steps", steps), ("batch-size", batch_size),
+                        ("checkpoint-every", checkpoint_every)):
+        if value < 1:
+            raise SiloError(f"--{name} must be at least 1, got {value}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise SiloError(f"--ema-decay must be in [0, 1), got {ema_decay}")
+    entry = train_prior(PriorTrainOptions(part, data, out, steps, batch_size, lr,
+                                          architecture, seed, checkpoint_every, resume,
+                                          ema_decay=ema_decay))
+    click.echo(f"wrote {out}/{part} ({entry['steps']} steps, mean loss of the last 100 "
+               f"{entry['mean_loss_last_100']:.4f})")
+
+
 @cli.command()
 @click.option("--operator", "operator_path", required=True, type=click.Path(path_type=Path),
               help="trained operator (.safetensors, or a .pt state dict with --arch)")
@@ -175,10 +220,17 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
               help="build the VAE engines in fp16 too (SD-1.5's VAE can overflow in fp16)")
 @click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True,
               help="TensorRT builder optimisation level")
+@click.option("--weights", type=click.Choice(["fp32", "fp16"]), default="fp32",
+              show_default=True,
+              help="fp16: round the weights to half precision and store them so (bundle half "
+                   "the size, still computed in fp32; used by the embedded demo)")
+@click.option("--no-unet-h", is_flag=True,
+              help="leave out the unet_h graph (used by bench and parity checks, not by "
+                   "restore)")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="bundle folder to write, e.g. engines/sr8-512")
 def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cfg_scale,
-           sigma_y, engines, precision, fp16_vae, opt_level, out):
+           sigma_y, engines, precision, fp16_vae, opt_level, weights, no_unet_h, out):
     """Export a prior + operator to a bundle of ONNX graphs with a manifest.
 
     The bundle holds the VAE encoder and decoder, the UNet + H_theta forward, and the fused
@@ -214,7 +266,8 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
     def stage(name, seconds):
         click.echo(f"  {name:<12} {seconds:7.1f} s", err=True)
 
-    manifest = export_bundle(prior, operator, config, ExportOptions(options, size, batch), out,
+    manifest = export_bundle(prior, operator, config,
+                             ExportOptions(options, size, batch, not no_unet_h, weights), out,
                              on_stage=stage)
     if engines == "trt":
         from .runtime.engines import EngineBuildConfig, build_engines
@@ -257,15 +310,28 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
 @click.option("--sigma-y", type=float, default=None, help=SIGMA_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="restored image to write (.png)")
+@click.option("--compare", "compare_path", type=click.Path(path_type=Path), default=None,
+              help="also write a side-by-side picture: measurement, restoration and (with "
+                   "--reference) the ground truth, PSNR in the caption")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="ground-truth image: prints the restoration's PSNR and adds it to --compare")
 def restore(measurement, bundle, task, model, operator_path, arch, backend, precision, threads,
-            steps, eta, seed, prompt, cfg_scale, sigma_y, out):
+            steps, eta, seed, prompt, cfg_scale, sigma_y, out, compare_path, reference):
     """Restore a MEASUREMENT image with SILO (Algorithm 1).
 
-    From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed) or with the PyTorch
-    reference (`--model` + `--operator`).
+    From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed), with the PyTorch reference
+    (`--model` + `--operator`), or, given neither, with the embedded 64x64 demo model
+    (tasks sr4 and ip; no download, no PyTorch).
     """
-    from .images import read_image, write_image
+    from .images import psnr, read_image, write_image
 
+    if bundle is None and model is None and operator_path is None and backend in ("auto",
+                                                                                   "ort"):
+        from .demo import SD15_HINT, demo_bundle
+
+        bundle = demo_bundle(task)
+        click.echo(f"using the embedded 64x64 demo model ({bundle.name}); {SD15_HINT}",
+                   err=True)
     if backend == "auto" and bundle is None:
         backend = "torch"
     if backend in ("ort", "trt") and bundle is None:
@@ -277,14 +343,25 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
     if seed < 0:
         raise SiloError(f"--seed must be >= 0, got {seed}")
     y = read_image(measurement)
+    truth = None if reference is None else read_image(reference)
     if not torch_backend:
         x, label = _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta,
                                    seed, sigma_y)
     else:
         x, label = _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt,
                                   cfg_scale, sigma_y, cuda=backend == "torch-cuda")
+    if truth is not None and truth.shape != x.shape:
+        raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
+                        f"{x.shape[-1]}x{x.shape[-2]}")
     write_image(out, x)
     click.echo(f"wrote {out} ({x.shape[-1]}x{x.shape[-2]}, backend {label})")
+    if truth is not None:
+        click.echo(f"PSNR against {reference}: {psnr(x, truth):.2f} dB")
+    if compare_path is not None:
+        from .compare import write_comparison
+
+        write_comparison(compare_path, y, x, truth)
+        click.echo(f"wrote {compare_path}")
 
 
 def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, seed, sigma_y):
@@ -327,6 +404,43 @@ def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt
     x = silo_restore(prior, operator, config.arch, torch.from_numpy(y), options,
                      callback=_progress(options.steps, f"SILO {task} [torch]"))
     return x.numpy(), "torch"
+
+
+@cli.command()
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="bundle to evaluate [default: the embedded demo's for --task]")
+@click.option("--task", type=click.Choice(list(TASKS)), default=None,
+              help="with no --bundle: which embedded demo bundle (sr4, ip)")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="folder of clean .png images of the bundle's size (e.g. held-out crops)")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="existing folder for TASK.json and TASK-grid.png")
+@click.option("--sigma-y", type=float, default=None, help=SIGMA_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="restoration seed")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads")
+@click.option("--limit", type=int, default=None, help="use only the first N images")
+def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit):
+    """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness) on clean images
+    against a simple baseline: bicubic for sr, a biharmonic fill for ip."""
+    from .evaluation import evaluate_bundle
+
+    if bundle is None:
+        from .demo import demo_bundle
+
+        bundle = demo_bundle(task)
+
+    def progress(i, n, row):
+        click.echo(f"[{i + 1}/{n}] {row['image']}: SILO {row['silo']['psnr']:.2f} dB, "
+                   f"baseline {row['baseline']['psnr']:.2f} dB", err=True)
+
+    report = evaluate_bundle(bundle, data, out, sigma_y, seed, threads, limit, progress)
+    m = report["mean"]
+    click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps)")
+    click.echo(f"{'method':<18}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}")
+    for key, name in (("silo", "SILO"), ("baseline", report["baseline"])):
+        click.echo(f"{name:<18}{m[key]['psnr']:>9.2f}{m[key]['ssim']:>8.3f}"
+                   f"{m[key]['sharpness']:>11.2f}")
+    click.echo(f"SILO consistency (CPSNR): {report['mean_silo_cpsnr']:.2f} dB")
 
 
 @cli.command()
@@ -408,6 +522,7 @@ def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps,
 OPTIONAL_MODULES = {"torch": "reference", "diffusers": "reference", "transformers": "reference",
                     "kornia": "reference", "accelerate": "reference", "safetensors": "reference",
                     "onnx": "export", "onnxscript": "export", "matplotlib": "bench",
+                    "skimage": "demo",
                     "cuda": "gpu"}
 
 

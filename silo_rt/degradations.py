@@ -154,3 +154,15 @@ def add_noise(y: torch.Tensor, sigma_y: float, rng: np.random.Generator) -> torc
         raise SiloError(f"sigma_y must be a finite number >= 0, got {sigma_y}")
     n = torch.from_numpy(rng.standard_normal(tuple(y.shape), dtype=np.float32)).to(y)
     return y + sigma_y * n
+
+
+def make_measurement(x: np.ndarray, task: str, sigma_y: float, seed: int) -> np.ndarray:
+    """``y = A(x) + sigma_y·n`` clipped to [-1, 1], as ``silo-rt degrade`` writes it.
+
+    ``x``: ``(B, 3, S, S)`` float32 in [-1, 1]; the noise comes from ``default_rng(seed)``.
+    """
+    degradation = get_degradation(task)
+    degradation.check_size(x.shape[-1])
+    with torch.no_grad():
+        y = degradation(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    return add_noise(y, sigma_y, np.random.default_rng(seed)).clamp(-1, 1).numpy()

@@ -158,11 +158,19 @@ _RANDOM_CONFIGS = {
     "small": ((64, 128, 256, 256), 2, 2, 256, (32, 64, 128, 128), 2, 16, 256, (256, 2, 4, 77)),
     "sd15-random": ((320, 640, 1280, 1280), 2, 8, 768, (128, 256, 512, 512), 2, 32, 512,
                     (768, 12, 12, 77)),
+    # demo: the architecture of the embedded demo prior (trained by `silo-rt train-prior`):
+    # 64×64 images, a VAE that downsamples 4× (16×16×4 latents), a 1.5M-parameter UNet.
+    "demo": ((32, 64, 64), 1, 2, 32, (32, 64, 64), 1, 16, 64, (32, 2, 4, 16)),
 }
+_UNET_NORM_GROUPS = {"tiny": 8, "demo": 16}  # others: 32, as SD-1.5
 
 
 def build_random_prior(name: str) -> LatentPrior:
-    """A prior with random weights (fixed seed). Labelled: for tests and benchmarks only."""
+    """A prior with random weights (fixed seed). Labelled: for tests and benchmarks only.
+
+    ``name`` is one of :data:`RANDOM_PRIORS`, or ``demo``: the untrained starting point of
+    the demo prior's training.
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -174,11 +182,11 @@ def build_random_prior(name: str) -> LatentPrior:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         unet = UNet2DConditionModel(
-            sample_size=image_size // 8, in_channels=4, out_channels=4,
+            sample_size=image_size // 2 ** (len(vae_ch) - 1), in_channels=4, out_channels=4,
             block_out_channels=unet_ch, layers_per_block=unet_layers,
             down_block_types=tuple(down), up_block_types=tuple(up),
             cross_attention_dim=cross_dim, attention_head_dim=head_dim,
-            norm_num_groups=min(32, unet_ch[0] // 4) if name == "tiny" else 32)
+            norm_num_groups=_UNET_NORM_GROUPS.get(name, 32))
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, sample_size=image_size,
             block_out_channels=vae_ch, layers_per_block=vae_layers, norm_num_groups=groups,

@@ -8,6 +8,7 @@ folder; a lock left by a dead process is taken over.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from .graphs import (
     VaeEncoderGraph,
     step_input_names,
 )
+from .half_weights import store_exact_fp16_initializers
 from .onnx_writer import check_graph, export_forward, export_step
 
 StageCallback = Callable[[str, float], None]
@@ -49,6 +51,11 @@ class ExportOptions:
     image_size: int
     batch: int = 1
     include_unet_h: bool = True
+    weights: str = "fp32"  # "fp16": weights rounded to and stored in half precision
+
+    def __post_init__(self):
+        if self.weights not in ("fp32", "fp16"):
+            raise SiloError(f"weights must be fp32 or fp16, got {self.weights!r}")
 
 
 @contextmanager
@@ -128,10 +135,18 @@ def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
 
     report = on_stage or (lambda stage, seconds: None)
     cfg = sampling.cfg_scale > 1.0
+    fingerprint = prior.fingerprint()  # of the trained prior, before any rounding
+    if options.weights == "fp16":
+        from .half_weights import round_module_to_fp16
+
+        prior = dataclasses.replace(prior, unet=round_module_to_fp16(prior.unet),
+                                    vae=round_module_to_fp16(prior.vae))
+        operator = round_module_to_fp16(operator)
     with export_lock(out):
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:
-            manifest = _write_bundle(prior, operator, op_config, options, tmp, cfg, report)
+            manifest = _write_bundle(prior, operator, op_config, options, tmp, cfg, report,
+                                     fingerprint)
             _replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -156,7 +171,8 @@ def _timed(report, stage, fn):
     return result
 
 
-def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, report):
+def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, report,
+                  fingerprint: str):
     sampling = options.sampling
     context = prior.encode_prompt(sampling.prompt, sampling.cfg_scale)
     ex = _example_inputs(prior, options, context)
@@ -169,6 +185,8 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
             written = export_step(module_or_step, inputs, input_names, output_names, path)
         else:
             written = export_forward(module_or_step, inputs, path)
+        if options.weights == "fp16" and written == [path]:
+            store_exact_fp16_initializers(path)
         check_graph(path)
         files.extend(written)
         graphs[name] = {"file": path.name, "inputs": _shapes(input_names, inputs),
@@ -205,6 +223,7 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
         "image_size": options.image_size,
         "measurement_shape": list(ex["measurement"].shape), "latent_shape": latent,
         "precision": "fp32",
+        "weights": options.weights,
         "eta": sampling.resolved_eta, "sigma_y": sampling.sigma_y,
         "clamp_latent": spec.clamp_latent, "cfg_scale": sampling.cfg_scale,
         "prompt": sampling.prompt,
@@ -213,7 +232,7 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
         "schedule": schedule.to_json(),
         "noise": "silo_rt.noise.NoiseSource (numpy PCG64 streams spawned from the seed)",
         "graphs": graphs,
-        "prior": {"name": prior.name, "fingerprint": prior.fingerprint(),
+        "prior": {"name": prior.name, "fingerprint": fingerprint,
                   "random_weights": prior.is_random},
         "operator": json.loads(op_config.to_json()),
         "versions": package_versions(("silo-rt", "torch", "diffusers", "transformers", "onnx",
