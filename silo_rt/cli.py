@@ -299,7 +299,7 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
 @click.option("--threads", type=int, default=None,
               help="CPU threads for ONNX Runtime [default: all cores]")
 @click.option("--steps", type=int, default=None,
-              help="DDPM steps [default 999; a bundle's schedule is fixed at export]")
+              help="DDPM steps [default: 999, or the count a bundle was exported with]")
 @click.option("--eta", type=float, default=None,
               help="consistency scale [default: the bundle's, or 0.5 / 1.0 for ip]")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -371,13 +371,13 @@ def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, se
                           log=lambda line: click.echo(line, err=True))
     if task is not None and task != runner.task:
         raise SiloError(f"bundle {bundle} is for task {runner.task!r}, not {task!r}")
-    if steps is not None and steps != runner.steps:
-        raise SiloError(f"bundle {bundle} was exported for {runner.steps} steps, not {steps}; "
-                        "export again with --steps")
+    if steps is not None:
+        runner.schedule(steps)  # refuse an impossible step count before starting
     runner.check_measurement(y)
     click.echo(f"backend: {runner.label}", err=True)
-    x = runner.restore(y, seed, eta, sigma_y,
-                       callback=_progress(runner.steps, f"SILO {runner.task} [{runner.backend}]"))
+    total = steps or runner.steps
+    x = runner.restore(y, seed, eta, sigma_y, steps=steps,
+                       callback=_progress(total, f"SILO {runner.task} [{runner.backend}]"))
     return x, runner.label
 
 

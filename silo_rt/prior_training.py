@@ -134,6 +134,10 @@ def latent_scaling_factor(vae, loader, batches: int = 8) -> float:
     return float(1.0 / torch.cat(samples).std())
 
 
+def _single_threaded(worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
 def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
     """Train one part of the prior in ``options.out``; returns the ``training.json`` entry."""
     from accelerate import Accelerator
@@ -152,8 +156,11 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
                  else UnetObjective(prior, generator))
     model = objective.model().train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
+    # One worker decodes and augments the next batch while the model trains on this one.
     loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=True,
-                                         drop_last=len(dataset) >= options.batch_size)
+                                         drop_last=len(dataset) >= options.batch_size,
+                                         num_workers=1, persistent_workers=True,
+                                         worker_init_fn=_single_threaded)
     accelerator = Accelerator()
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     ema = None

@@ -64,6 +64,52 @@ def check_supported(config) -> None:
         raise SiloError("unsupported DDPM scheduler settings: " + ", ".join(problems))
 
 
+def _rows(alphas_cumprod: np.ndarray, timesteps, previous) -> np.ndarray:
+    """The five coefficients per step (float64 maths, float32 result)."""
+    rows = []
+    for t in timesteps:
+        prev_t = previous(int(t))
+        a_t = alphas_cumprod[t]
+        a_prev = alphas_cumprod[prev_t] if prev_t >= 0 else 1.0
+        beta_t = 1.0 - a_t / a_prev
+        variance = max((1.0 - a_prev) / (1.0 - a_t) * beta_t, 1e-20)
+        rows.append((
+            1.0 / np.sqrt(a_t),
+            -np.sqrt(1.0 - a_t) / np.sqrt(a_t),
+            np.sqrt(a_prev) * beta_t / (1.0 - a_t),
+            np.sqrt(a_t / a_prev) * (1.0 - a_prev) / (1.0 - a_t),
+            np.sqrt(variance) if t > 0 else 0.0,
+        ))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def from_alphas(alphas_cumprod, steps: int, steps_offset: int = 0) -> Schedule:
+    """The schedule for ``steps`` DDPM steps from the training ``alphas_cumprod`` (numpy
+    only; what :func:`from_scheduler` gives for a diffusers scheduler with
+    ``timestep_spacing="leading"``, the SD-1.x setting). Lets a bundle run any step count.
+    """
+    alphas_cumprod = np.asarray(alphas_cumprod, dtype=np.float64)
+    train_steps = len(alphas_cumprod)
+    if not 1 <= steps <= train_steps:
+        raise SiloError(f"steps must be between 1 and {train_steps}, got {steps}")
+    ratio = train_steps // steps
+    timesteps = (np.arange(steps) * ratio).round()[::-1].astype(np.int64) + steps_offset
+    if timesteps[0] >= train_steps:
+        raise SiloError(f"{steps} steps with steps_offset {steps_offset} would start at "
+                        f"timestep {timesteps[0]}; use at most {train_steps - 1} steps")
+    following = dict(zip(timesteps.tolist(), timesteps[1:].tolist() + [-1]))  # as diffusers
+    return Schedule(timesteps, _rows(alphas_cumprod, timesteps, following.__getitem__))
+
+
+def alphas_record(scheduler) -> dict | None:
+    """What a bundle stores to rebuild its schedule for other step counts with
+    :func:`from_alphas`; None when the scheduler's spacing is not ``leading``."""
+    if scheduler.config.get("timestep_spacing", "leading") != "leading":
+        return None
+    return {"alphas_cumprod": scheduler.alphas_cumprod.double().numpy().tolist(),
+            "steps_offset": int(scheduler.config.get("steps_offset", 0))}
+
+
 def from_scheduler(scheduler, steps: int) -> Schedule:
     """Coefficients for ``steps`` inference steps of a diffusers ``DDPMScheduler``.
 
@@ -74,20 +120,6 @@ def from_scheduler(scheduler, steps: int) -> Schedule:
     if not 1 <= steps <= train_steps:
         raise SiloError(f"steps must be between 1 and {train_steps}, got {steps}")
     scheduler.set_timesteps(steps)
-    alphas_cumprod = scheduler.alphas_cumprod.double().numpy()
     timesteps = scheduler.timesteps.numpy().astype(np.int64)
-    rows = []
-    for t in timesteps:
-        prev_t = int(scheduler.previous_timestep(int(t)))
-        a_t = alphas_cumprod[t]
-        a_prev = alphas_cumprod[prev_t] if prev_t >= 0 else float(scheduler.one.item())
-        beta_t = 1.0 - a_t / a_prev
-        variance = max((1.0 - a_prev) / (1.0 - a_t) * beta_t, 1e-20)
-        rows.append((
-            1.0 / np.sqrt(a_t),
-            -np.sqrt(1.0 - a_t) / np.sqrt(a_t),
-            np.sqrt(a_prev) * beta_t / (1.0 - a_t),
-            np.sqrt(a_t / a_prev) * (1.0 - a_prev) / (1.0 - a_t),
-            np.sqrt(variance) if t > 0 else 0.0,
-        ))
-    return Schedule(timesteps, np.asarray(rows, dtype=np.float32))
+    return Schedule(timesteps, _rows(scheduler.alphas_cumprod.double().numpy(), timesteps,
+                                     lambda t: int(scheduler.previous_timestep(t))))

@@ -26,7 +26,7 @@ from ..errors import SiloError
 from ..provenance import package_versions
 from ..runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from ..sampler import SamplingOptions, batch_context
-from ..schedule import from_scheduler
+from ..schedule import alphas_record, from_scheduler
 from ..step import GuidedStep
 from ..tasks import get_task
 from .graphs import (
@@ -214,7 +214,8 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
 
     np.save(folder / "context.npy", ex["context"].numpy().astype(np.float32))
     files.append(folder / "context.npy")
-    schedule = from_scheduler(prior.scheduler, sampling.steps)
+    schedule = from_scheduler(prior.scheduler, sampling.steps).to_json()
+    schedule.update(alphas_record(prior.scheduler) or {})  # lets the runtime change steps
     spec = get_task(sampling.task)
     latent = list(prior.latent_shape(options.image_size, options.batch))
     manifest = {
@@ -229,7 +230,7 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
         "prompt": sampling.prompt,
         "init_noise_sigma": float(prior.scheduler.init_noise_sigma),
         "context": {"file": "context.npy", "shape": list(ex["context"].shape)},
-        "schedule": schedule.to_json(),
+        "schedule": schedule,
         "noise": "silo_rt.noise.NoiseSource (numpy PCG64 streams spawned from the seed)",
         "graphs": graphs,
         "prior": {"name": prior.name, "fingerprint": fingerprint,

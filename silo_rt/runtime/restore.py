@@ -65,7 +65,27 @@ class BundleRunner:
 
     @property
     def steps(self) -> int:
+        """The step count the bundle was exported with (the default)."""
         return len(self.manifest["schedule"]["timesteps"])
+
+    def schedule(self, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(timesteps, coefficients)`` for ``steps`` steps (default: the exported ones).
+
+        Other step counts are computed from the training ``alphas_cumprod`` the bundle
+        stores (bundles without it run only their exported count).
+        """
+        record = self.manifest["schedule"]
+        if steps is None or steps == self.steps:
+            return (np.asarray(record["timesteps"], np.int64),
+                    np.asarray(record["coefficients"], np.float32))
+        if "alphas_cumprod" not in record:
+            raise SiloError(f"bundle {self.path} was exported for {self.steps} steps, not "
+                            f"{steps}, and cannot change its schedule; export again with "
+                            "--steps")
+        from ..schedule import from_alphas
+
+        schedule = from_alphas(record["alphas_cumprod"], steps, record["steps_offset"])
+        return schedule.timesteps, schedule.coefficients
 
     def check_measurement(self, y: np.ndarray) -> None:
         """Raise :class:`SiloError` if ``y`` does not have the bundle's measurement shape."""
@@ -78,11 +98,11 @@ class BundleRunner:
                 f"{expected[0]}); got {y.shape[-1]}x{y.shape[-2]} (batch {y.shape[0]})")
 
     def restore(self, y: np.ndarray, seed: int = 0, eta: float | None = None,
-                sigma_y: float | None = None, callback: StepCallback | None = None
-                ) -> np.ndarray:
+                sigma_y: float | None = None, callback: StepCallback | None = None,
+                steps: int | None = None) -> np.ndarray:
         """Restore ``y`` ``(B, 3, h, w)`` float32 in [-1, 1]; returns ``(B, 3, H, W)``.
 
-        ``eta``/``sigma_y`` default to the values the bundle was exported with.
+        ``eta``/``sigma_y``/``steps`` default to the values the bundle was exported with.
         """
         self.check_measurement(y)
         m = self.manifest
@@ -91,9 +111,7 @@ class BundleRunner:
         w = self.graphs.run("vae_encoder", measurement=y,
                             noise=noise.encoder_noise(latent_shape))[0]
         z = noise.initial_latent(latent_shape) * np.float32(m["init_noise_sigma"])
-        schedule = m["schedule"]
-        timesteps = np.asarray(schedule["timesteps"], np.int64)
-        coefficients = np.asarray(schedule["coefficients"], np.float32)
+        timesteps, coefficients = self.schedule(steps)
         step_noise = noise.step_noise(len(timesteps), latent_shape)
         cfg = m["cfg_scale"] if m["cfg_scale"] > 1.0 else None
         z0 = self.graphs.run_steps(z, w, self.context, timesteps, coefficients, step_noise,

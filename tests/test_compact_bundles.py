@@ -1,4 +1,6 @@
-"""Half-precision weight storage (`export --weights fp16`): lossless rewrite, parity, size."""
+"""What the embedded demo's bundles use: half-precision weight storage (`export --weights
+fp16`, a lossless rewrite), no unet_h graph, and restoring with another step count than the
+exported one (schedule rebuilt from the stored alphas_cumprod, numpy only)."""
 
 import numpy as np
 import onnx
@@ -10,7 +12,9 @@ from silo_rt.export import ExportOptions, export_bundle
 from silo_rt.export.half_weights import round_module_to_fp16, store_exact_fp16_initializers
 from silo_rt.operators import OperatorConfig, build_operator
 from silo_rt.runtime import BundleRunner, read_manifest
+from silo_rt.prior import sd_scheduler
 from silo_rt.sampler import SamplingOptions, restore
+from silo_rt.schedule import alphas_record, from_alphas, from_scheduler
 
 
 def _two_conv_model(path, exact_weight, inexact_weight):
@@ -70,9 +74,14 @@ def fp16_bundle(tiny_prior, tmp_path_factory):
     return out, operator, config, options
 
 
-def test_fp16_bundle_matches_reference_with_rounded_weights(fp16_bundle, tiny_prior):
+def _rounded(prior):
     import dataclasses
 
+    return dataclasses.replace(prior, unet=round_module_to_fp16(prior.unet),
+                               vae=round_module_to_fp16(prior.vae))
+
+
+def test_fp16_bundle_matches_reference_with_rounded_weights(fp16_bundle, tiny_prior):
     out, operator, config, options = fp16_bundle
     manifest = read_manifest(out)
     assert manifest["weights"] == "fp16"
@@ -84,10 +93,8 @@ def test_fp16_bundle_matches_reference_with_rounded_weights(fp16_bundle, tiny_pr
     assert sum(int(np.prod(i.dims)) for i in halves) > unet_params  # UNet + H_θ stored fp16
 
     y = torch.rand(1, 3, 16, 16) * 2 - 1
-    rounded = dataclasses.replace(tiny_prior, unet=round_module_to_fp16(tiny_prior.unet),
-                                  vae=round_module_to_fp16(tiny_prior.vae))
     options.seed = 5
-    expected = restore(rounded, round_module_to_fp16(operator), "cnn", y, options).numpy()
+    expected = restore(_rounded(tiny_prior), round_module_to_fp16(operator), "cnn", y, options).numpy()
     got = BundleRunner(out, threads=2).restore(y.numpy(), seed=5)
     err = np.linalg.norm(got - expected) / np.linalg.norm(expected)
     assert err < 1e-3
@@ -95,3 +102,35 @@ def test_fp16_bundle_matches_reference_with_rounded_weights(fp16_bundle, tiny_pr
     # Rounding is a real (small) change: the bundle follows the rounded reference more
     # closely than the unrounded one.
     assert err < np.linalg.norm(got - unrounded) / np.linalg.norm(unrounded)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10, 25, 50, 100, 250, 333, 500, 998, 999])
+def test_numpy_schedule_equals_diffusers(steps):
+    scheduler = sd_scheduler()
+    record = alphas_record(scheduler)
+    expected = from_scheduler(scheduler, steps)
+    got = from_alphas(record["alphas_cumprod"], steps, record["steps_offset"])
+    np.testing.assert_array_equal(got.timesteps, expected.timesteps)
+    np.testing.assert_array_equal(got.coefficients, expected.coefficients)
+
+
+def test_numpy_schedule_refuses_impossible_counts():
+    from silo_rt.errors import SiloError
+
+    record = alphas_record(sd_scheduler())
+    for steps in (0, 1000, 1001):
+        with pytest.raises(SiloError, match="steps"):
+            from_alphas(record["alphas_cumprod"], steps, record["steps_offset"])
+
+
+def test_bundle_restores_with_another_step_count(fp16_bundle, tiny_prior):
+    out, operator, config, options = fp16_bundle
+    runner = BundleRunner(out, threads=2)
+    assert runner.steps == 8
+    y = torch.rand(1, 3, 16, 16) * 2 - 1
+    five = SamplingOptions("sr4", steps=5, seed=2)
+    expected = restore(_rounded(tiny_prior), round_module_to_fp16(operator), "cnn", y,
+                       five).numpy()
+    got = runner.restore(y.numpy(), seed=2, steps=5)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-3
+    assert not np.allclose(got, runner.restore(y.numpy(), seed=2))  # 8 steps differ
