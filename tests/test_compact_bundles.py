@@ -11,8 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 from silo_rt.export import ExportOptions, export_bundle
 from silo_rt.export.half_weights import round_module_to_fp16, store_exact_fp16_initializers
 from silo_rt.operators import OperatorConfig, build_operator
-from silo_rt.runtime import BundleRunner, read_manifest
 from silo_rt.prior import sd_scheduler
+from silo_rt.runtime import BundleRunner, read_manifest
 from silo_rt.sampler import SamplingOptions, restore
 from silo_rt.schedule import alphas_record, from_alphas, from_scheduler
 
@@ -94,7 +94,8 @@ def test_fp16_bundle_matches_reference_with_rounded_weights(fp16_bundle, tiny_pr
 
     y = torch.rand(1, 3, 16, 16) * 2 - 1
     options.seed = 5
-    expected = restore(_rounded(tiny_prior), round_module_to_fp16(operator), "cnn", y, options).numpy()
+    expected = restore(_rounded(tiny_prior), round_module_to_fp16(operator), "cnn", y,
+                       options).numpy()
     got = BundleRunner(out, threads=2).restore(y.numpy(), seed=5)
     err = np.linalg.norm(got - expected) / np.linalg.norm(expected)
     assert err < 1e-3
