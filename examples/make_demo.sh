@@ -34,7 +34,7 @@ for task in sr4 ip; do
 done
 
 # 5. The example measurements (a held-out crop of the cat) and the quality report.
-cp data/heldout/chelsea_02.png "$repo/examples/cat.png"
+cp data/heldout/chelsea_04.png "$repo/examples/cat.png"
 silo-rt degrade "$repo/examples/cat.png" --task sr4 --out "$repo/examples/cat-sr4.png"
 silo-rt degrade "$repo/examples/cat.png" --task ip --out "$repo/examples/cat-ip.png"
 mkdir -p "$repo/benchmarks/demo-quality"

@@ -14,8 +14,9 @@ last losses).
   warm-up) that is what gets saved.
 
 The text encoder stays at its random initialisation: only the empty prompt is ever used.
-Both parts are resumable: ``accelerator.save_state`` into ``<folder>/.train-state-<part>/``
-every ``checkpoint_every`` steps; the loss per step goes to ``<folder>/<part>.loss.jsonl``.
+Both parts are resumable: ``accelerator.save_state`` (weights as safetensors, the rest loaded
+with ``weights_only``) plus the EMA as safetensors into ``<folder>/.train-state-<part>/`` every
+``checkpoint_every`` steps; the loss per step goes to ``<folder>/<part>.loss.jsonl``.
 """
 
 from __future__ import annotations
@@ -134,6 +135,28 @@ def latent_scaling_factor(vae, loader, batches: int = 8) -> float:
     return float(1.0 / torch.cat(samples).std())
 
 
+def _save_ema(ema, state_dir: Path) -> int:
+    """The EMA weights as safetensors (resuming never unpickles); returns its step count."""
+    from safetensors.torch import save_file
+
+    save_file({f"shadow.{i}": p.detach().contiguous() for i, p in
+               enumerate(ema.shadow_params)}, str(state_dir / "ema.safetensors"))
+    return int(ema.optimization_step)
+
+
+def _load_ema(ema, state_dir: Path, record: dict) -> None:
+    from safetensors.torch import load_file
+
+    path = state_dir / "ema.safetensors"
+    if not path.is_file() or "ema_optimization_step" not in record:
+        raise SiloError(f"cannot resume: {path} (the UNet's EMA weights) is missing")
+    tensors = load_file(str(path))
+    if len(tensors) != len(ema.shadow_params):
+        raise SiloError(f"cannot resume: {path} does not match this UNet")
+    ema.shadow_params = [tensors[f"shadow.{i}"] for i in range(len(tensors))]
+    ema.optimization_step = record["ema_optimization_step"]
+
+
 def _single_threaded(worker_id: int) -> None:
     torch.set_num_threads(1)
 
@@ -166,12 +189,14 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
     ema = None
     if options.part == "unet":
         ema = EMAModel(model.parameters(), decay=options.ema_decay, use_ema_warmup=True)
-        accelerator.register_for_checkpointing(ema)
 
     start = 0
     if options.resume and options.state_dir.is_dir():
         accelerator.load_state(str(options.state_dir))
-        start = json.loads((options.state_dir / "progress.json").read_text())["step"]
+        progress_record = json.loads((options.state_dir / "progress.json").read_text())
+        start = progress_record["step"]
+        if ema is not None:
+            _load_ema(ema, options.state_dir, progress_record)
     elif options.resume:
         raise SiloError(f"nothing to resume: {options.state_dir} does not exist")
     elif options.state_dir.exists():
@@ -180,7 +205,10 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
 
     def save_state(step):
         accelerator.save_state(str(options.state_dir))
-        (options.state_dir / "progress.json").write_text(json.dumps({"step": step}))
+        record = {"step": step}
+        if ema is not None:
+            record["ema_optimization_step"] = _save_ema(ema, options.state_dir)
+        (options.state_dir / "progress.json").write_text(json.dumps(record))
 
     options.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=options.steps, initial=start, desc=f"train-prior {options.part}",

@@ -47,6 +47,9 @@ def test_train_prior_vae_then_unet_with_resume(image_folder, tmp_path):
     main([str(a) for a in ["train-prior", "unet", *common, "--steps", "2"]])
     main([str(a) for a in ["train-prior", "unet", *common, "--steps", "4", "--resume"]])
 
+    state = out / ".train-state-unet"
+    assert (state / "ema.safetensors").is_file()
+    assert not list(state.glob("custom_checkpoint*"))  # nothing unpickled on resume
     record = json.loads((out / "training.json").read_text())
     assert record["vae"]["steps"] == 3 and record["unet"]["steps"] == 4
     assert _log_steps(out / "vae.loss.jsonl") == [1, 2, 3]
