@@ -154,12 +154,12 @@ def demo_data(out):
 
 
 @cli.command("train-prior")
-@click.argument("part", type=click.Choice(["vae", "unet"]))
+@click.argument("part", type=click.Choice(["vae", "unet", "decoder"]))
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="folder of clean training images (searched recursively)")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="prior folder (diffusers layout); the vae part creates it, the unet part "
-                   "trains the UNet inside it")
+              help="prior folder (diffusers layout); the vae part creates it, the others "
+                   "train inside it")
 @click.option("--architecture", type=click.Choice(["demo", "tiny", "small"]), default="demo",
               show_default=True, help="architecture of a new prior (vae part only)")
 @click.option("--steps", type=int, required=True, help="optimiser steps")
@@ -173,7 +173,8 @@ def demo_data(out):
 @click.option("--resume", is_flag=True, help="continue from OUT/.train-state-PART/")
 def train_prior_command(part, data, out, architecture, steps, batch_size, lr, ema_decay, seed,
                         checkpoint_every, resume):
-    """Train PART (vae, then unet) of a small latent diffusion prior from scratch.
+    """Train PART (vae, then unet) of a small latent diffusion prior from scratch; `decoder`
+    fine-tunes the VAE decoder alone (the latent space, UNet and operators stay valid).
 
     The result is a diffusers folder usable as --model everywhere. This is how the embedded
     demo prior was made (see silo_rt/demo/MODEL_CARD.md).

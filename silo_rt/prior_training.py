@@ -9,6 +9,8 @@ last losses).
 * ``vae``: ``AutoencoderKL`` with an L1 loss on pixels and on pixel differences (edges),
   plus a small KL term; afterwards the latent scaling factor is set to 1 / std of the
   training latents (how SD's 0.18215 was chosen).
+* ``decoder`` (optional, after ``vae``): fine-tunes the decoder alone, encoder frozen, so
+  the latent space stays as it is (usable after the UNet and operators are trained).
 * ``unet``: ε-prediction MSE on DDPM-noised latents ``E(x)·scaling`` with the empty-prompt
   text context (the demo prior is unconditional), AdamW, and an EMA of the weights (with
   warm-up) that is what gets saved.
@@ -30,7 +32,7 @@ import torch
 from .errors import SiloError
 from .training import ImageFolder, _trim_loss_log
 
-PARTS = ("vae", "unet")
+PARTS = ("vae", "unet", "decoder")
 
 
 @dataclass
@@ -65,7 +67,7 @@ def _start_prior(options: PriorTrainOptions):
 
     if (options.out / "vae").is_dir():
         return load_prior(str(options.out))
-    if options.part == "unet":
+    if options.part != "vae":
         raise SiloError(f"train the VAE first: {options.out} has no vae/ "
                         "(silo-rt train-prior vae ...)")
     prior = build_random_prior(options.architecture)
@@ -97,6 +99,29 @@ class VaeObjective:
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         return ((x_hat - x).abs().mean() + _finite_difference_l1(x_hat, x)
                 + self.kl_weight * kl)
+
+
+class DecoderObjective:
+    """Decoder fine-tuning with the encoder frozen: ``L1(D(z), x) + L1(∇D(z), ∇x)``.
+
+    The latent space (and so the UNet and every operator) is unchanged; only reconstructions
+    get sharper (SD's "ft-MSE" decoder did the same).
+    """
+
+    def __init__(self, vae, generator: torch.Generator):
+        self.vae, self.generator = vae, generator
+
+    def model(self):
+        return self.vae.decoder
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            posterior = self.vae.encode(x).latent_dist
+            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape,
+                                                             generator=self.generator)
+            z = self.vae.post_quant_conv(z)
+        x_hat = self.vae.decoder(z)
+        return (x_hat - x).abs().mean() + _finite_difference_l1(x_hat, x)
 
 
 class UnetObjective:
@@ -175,8 +200,9 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
     dataset = ImageFolder(options.data, prior.default_image_size)
     torch.manual_seed(options.seed)
     generator = torch.Generator()
-    objective = (VaeObjective(prior.vae, options.kl_weight, generator) if options.part == "vae"
-                 else UnetObjective(prior, generator))
+    objective = {"vae": lambda: VaeObjective(prior.vae, options.kl_weight, generator),
+                 "decoder": lambda: DecoderObjective(prior.vae, generator),
+                 "unet": lambda: UnetObjective(prior, generator)}[options.part]()
     model = objective.model().train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
     # One worker decodes and augments the next batch while the model trains on this one.
@@ -248,9 +274,12 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
         entry["scaling_factor"] = factor
         if not (options.out / "unet").is_dir():
             prior.save_pretrained(options.out)  # the untrained rest, so the folder loads
-    else:
+    elif options.part == "unet":
         entry["ema_decay"] = options.ema_decay
-    model.save_pretrained(options.out / options.part)
+    if options.part == "decoder":
+        prior.vae.eval().requires_grad_(False).save_pretrained(options.out / "vae")
+    else:
+        model.save_pretrained(options.out / options.part)
     record_path = options.out / "training.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record[options.part] = entry

@@ -47,6 +47,15 @@ def test_train_prior_vae_then_unet_with_resume(image_folder, tmp_path):
     main([str(a) for a in ["train-prior", "unet", *common, "--steps", "2"]])
     main([str(a) for a in ["train-prior", "unet", *common, "--steps", "4", "--resume"]])
 
+    before = load_prior(str(out))
+    main([str(a) for a in ["train-prior", "decoder", *common, "--steps", "2"]])
+    after = load_prior(str(out))
+    # Decoder fine-tuning keeps the latent space: same encoder, same fingerprint (operators
+    # trained on this prior stay valid), a changed decoder.
+    assert after.fingerprint() == before.fingerprint()
+    for a, b in zip(after.vae.encoder.parameters(), before.vae.encoder.parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(after.vae.decoder.conv_out.weight, before.vae.decoder.conv_out.weight)
     state = out / ".train-state-unet"
     assert (state / "ema.safetensors").is_file()
     assert not list(state.glob("custom_checkpoint*"))  # nothing unpickled on resume
