@@ -316,8 +316,12 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
                    "--reference) the ground truth, PSNR in the caption")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="ground-truth image: prints the restoration's PSNR and adds it to --compare")
+@click.option("--keep-measured", is_flag=True,
+              help="ip: copy the observed pixels of the measurement into the result, so only "
+                   "the box is generated")
 def restore(measurement, bundle, task, model, operator_path, arch, backend, precision, threads,
-            steps, eta, seed, prompt, cfg_scale, sigma_y, out, compare_path, reference):
+            steps, eta, seed, prompt, cfg_scale, sigma_y, out, compare_path, reference,
+            keep_measured):
     """Restore a MEASUREMENT image with SILO (Algorithm 1).
 
     From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed), with the PyTorch reference
@@ -347,10 +351,17 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
     truth = None if reference is None else read_image(reference)
     if not torch_backend:
         x, label = _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta,
-                                   seed, sigma_y)
+                                   seed, sigma_y, keep_measured)
     else:
+        from .tasks import measured_pixels
+
+        mask = measured_pixels(task, y.shape[-1])
+        if keep_measured and mask is None:
+            raise SiloError(f"--keep-measured needs task ip, not {task}")
         x, label = _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt,
                                   cfg_scale, sigma_y, cuda=backend == "torch-cuda")
+        if keep_measured:
+            x = mask * y + (1 - mask) * x
     if truth is not None and truth.shape != x.shape:
         raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
                         f"{x.shape[-1]}x{x.shape[-2]}")
@@ -365,7 +376,8 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
         click.echo(f"wrote {compare_path}")
 
 
-def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, seed, sigma_y):
+def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, seed, sigma_y,
+                    keep_measured=False):
     from .runtime import BundleRunner
 
     runner = BundleRunner(bundle, backend=backend, threads=threads, precision=precision,
@@ -377,7 +389,9 @@ def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, se
     runner.check_measurement(y)
     click.echo(f"backend: {runner.label}", err=True)
     total = steps or runner.steps
-    x = runner.restore(y, seed, eta, sigma_y, steps=steps,
+    if keep_measured and runner.task != "ip":
+        raise SiloError(f"--keep-measured needs task ip, not {runner.task}")
+    x = runner.restore(y, seed, eta, sigma_y, steps=steps, keep_measured=keep_measured,
                        callback=_progress(total, f"SILO {runner.task} [{runner.backend}]"))
     return x, runner.label
 
@@ -438,7 +452,10 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit):
     m = report["mean"]
     click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps)")
     click.echo(f"{'method':<18}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}")
-    for key, name in (("silo", "SILO"), ("baseline", report["baseline"])):
+    for key, name in (("silo", "SILO"), ("silo_keep_measured", "SILO, kept pixels"),
+                      ("baseline", report["baseline"])):
+        if key not in m:
+            continue
         click.echo(f"{name:<18}{m[key]['psnr']:>9.2f}{m[key]['ssim']:>8.3f}"
                    f"{m[key]['sharpness']:>11.2f}")
     click.echo(f"SILO consistency (CPSNR): {report['mean_silo_cpsnr']:.2f} dB")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SiloError
-from .tasks import get_task
+from .tasks import get_task, measured_pixels
 
 BLUR_KERNEL_SIZE = 61
 BLUR_SIGMA = 3.0
@@ -106,11 +106,7 @@ class SuperResolution(Degradation):
 
 def box_mask(image_size: int) -> torch.Tensor:
     """``(1, 1, S, S)`` float mask: 0 inside the centred box of side S/2, 1 elsewhere."""
-    mask = torch.ones(1, 1, image_size, image_size)
-    lo = image_size // 4
-    hi = lo + image_size // 2
-    mask[..., lo:hi, lo:hi] = 0
-    return mask
+    return torch.from_numpy(measured_pixels("ip", image_size))
 
 
 class BoxInpainting(Degradation):

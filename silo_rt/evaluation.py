@@ -9,8 +9,9 @@ bundle (ONNX Runtime), and compare with the ground truth:
 * sharpness: mean gradient magnitude of the image divided by the ground truth's (1 = as
   sharp as the original, lower = blurrier).
 
-Baselines: bicubic upsampling for ``sr4``/``sr8``, a biharmonic (smooth) fill of the box for
-``ip``, and the measurement itself for ``gb``/``jpeg``.
+For ``ip`` the report also gives SILO with the observed pixels copied from the measurement
+(``restore --keep-measured``). Baselines: bicubic upsampling for ``sr4``/``sr8``, a
+biharmonic (smooth) fill of the box for ``ip``, and the measurement itself for ``gb``/``jpeg``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import numpy as np
 
 from .errors import SiloError
 from .images import atomic_write, psnr, read_image, to_uint8
+from .tasks import measured_pixels
 
+METHODS = ("silo", "silo_keep_measured", "baseline")
 BASELINE_NAMES = {"sr4": "bicubic", "sr8": "bicubic", "ip": "biharmonic fill",
                   "gb": "measurement", "jpeg": "measurement"}
 
@@ -112,6 +115,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         raise SiloError(f"no .png images in {images}")
     if not out.is_dir():
         raise SiloError(f"output folder does not exist: {out}")
+    mask = measured_pixels(task, size)  # ip: also report SILO with the observed pixels kept
     per_image, rows = [], []
     for index, path in enumerate(paths):
         x = read_image(path)
@@ -123,9 +127,12 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         y = quantise(make_measurement(x, task, sigma_y, index))
         restored = runner.restore(y, seed, sigma_y=sigma_y)
         simple = baseline(task, y, size)
-        per_image.append({"image": path.name, "silo": _metrics(restored, x),
-                          "baseline": _metrics(simple, x),
-                          "silo_cpsnr": consistency_psnr(task, restored, y)})
+        row = {"image": path.name, "silo": _metrics(restored, x),
+               "baseline": _metrics(simple, x),
+               "silo_cpsnr": consistency_psnr(task, restored, y)}
+        if mask is not None:
+            row["silo_keep_measured"] = _metrics(mask * y + (1 - mask) * restored, x)
+        per_image.append(row)
         rows.append([y, simple, restored, x])
         if progress:
             progress(index, len(paths), per_image[-1])
@@ -138,7 +145,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         "sigma_y": sigma_y, "seed": seed, "steps": runner.steps,
         "baseline": BASELINE_NAMES[task],
         "mean": {method: {k: mean(method, k) for k in ("psnr", "ssim", "sharpness")}
-                 for method in ("silo", "baseline")},
+                 for method in METHODS if method in per_image[0]},
         "mean_silo_cpsnr": float(np.mean([r["silo_cpsnr"] for r in per_image])),
         "per_image": per_image,
     }

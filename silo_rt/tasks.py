@@ -1,4 +1,4 @@
-"""Task names and their sampling defaults (numpy-free metadata shared by every backend).
+"""Task names and their sampling defaults (light metadata shared by every backend).
 
 ``sigma_y`` is always given in the [-1, 1] image range used throughout silo-rt: the paper's
 sigma_y = 0.01 (for images in [0, 1]) is 0.02 here.
@@ -57,3 +57,19 @@ def get_task(name: str) -> TaskSpec:
         raise SiloError(
             f"unknown task {name!r}; choose one of: {', '.join(TASKS)}"
         ) from None
+
+
+def measured_pixels(task: str, image_size: int):
+    """``(1, 1, S, S)`` float32 numpy mask of the pixels a measurement of ``task`` observes
+    directly (1) and those it hides (0), or None when no pixel is observed as it is.
+
+    For ``ip``: 0 inside the centred box of side S/2 (pixels [S/4, S/4 + S/2)), 1 elsewhere.
+    """
+    import numpy as np
+
+    if get_task(task).name != "ip":
+        return None
+    mask = np.ones((1, 1, image_size, image_size), np.float32)
+    lo = image_size // 4
+    mask[..., lo:lo + image_size // 2, lo:lo + image_size // 2] = 0
+    return mask

@@ -169,6 +169,24 @@ def test_end_to_end_parity_with_the_reference(exported, tiny_prior):
     assert error < 1e-3
 
 
+def test_keep_measured_copies_exactly_the_observed_pixels(exported):
+    runner = BundleRunner(exported["bundle"], threads=2)
+    side = read_manifest(exported["bundle"])["measurement_shape"][-1]
+    y = np.random.default_rng(4).uniform(-1, 1, (1, 3, side, side)).astype(np.float32)
+    if exported["task"] != "ip":
+        with pytest.raises(SiloError, match="ip"):
+            runner.restore(y, keep_measured=True)
+        return
+    plain = runner.restore(y, seed=1)
+    kept = runner.restore(y, seed=1, keep_measured=True)
+    box = slice(side // 4, side // 4 + side // 2)
+    np.testing.assert_array_equal(kept[..., box, box], plain[..., box, box])
+    outside = np.ones(y.shape, bool)
+    outside[..., box, box] = False
+    np.testing.assert_array_equal(kept[outside], y[outside])
+    assert not np.allclose(plain[outside], y[outside])
+
+
 def _copy(bundle, tmp_path):
     target = tmp_path / "copy"
     shutil.copytree(bundle, target)

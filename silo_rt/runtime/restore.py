@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import SiloError
 from ..noise import NoiseSource
+from ..tasks import measured_pixels
 from .manifest import read_manifest
 from .ort_backend import OrtGraphs, StepCallback
 
@@ -99,11 +100,17 @@ class BundleRunner:
 
     def restore(self, y: np.ndarray, seed: int = 0, eta: float | None = None,
                 sigma_y: float | None = None, callback: StepCallback | None = None,
-                steps: int | None = None) -> np.ndarray:
+                steps: int | None = None, keep_measured: bool = False) -> np.ndarray:
         """Restore ``y`` ``(B, 3, h, w)`` float32 in [-1, 1]; returns ``(B, 3, H, W)``.
 
         ``eta``/``sigma_y``/``steps`` default to the values the bundle was exported with.
+        ``keep_measured`` (``ip`` only): copy the pixels the measurement observes into the
+        result, so only the hidden box comes from the model.
         """
+        mask = measured_pixels(self.task, self.manifest["image_size"])
+        if keep_measured and mask is None:
+            raise SiloError(f"keeping measured pixels needs a task that observes pixels "
+                            f"directly (ip), not {self.task}")
         self.check_measurement(y)
         m = self.manifest
         noise = NoiseSource(seed)
@@ -117,4 +124,5 @@ class BundleRunner:
         z0 = self.graphs.run_steps(z, w, self.context, timesteps, coefficients, step_noise,
                                    m["eta"] if eta is None else eta,
                                    m["sigma_y"] if sigma_y is None else sigma_y, cfg, callback)
-        return self.graphs.run("vae_decoder", z0=z0)[0]
+        x = self.graphs.run("vae_decoder", z0=z0)[0]
+        return mask * y + (1 - mask) * x if keep_measured else x
