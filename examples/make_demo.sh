@@ -7,7 +7,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${WORK:-$repo/demo-work}"
-VAE_STEPS="${VAE_STEPS:-2000}" UNET_STEPS="${UNET_STEPS:-9000}" OP_STEPS="${OP_STEPS:-2000}"
+VAE_STEPS="${VAE_STEPS:-2000}" UNET_STEPS="${UNET_STEPS:-4000}" OP_STEPS="${OP_STEPS:-1000}"
 SAMPLING_STEPS="${SAMPLING_STEPS:-500}"
 mkdir -p "$WORK" && cd "$WORK"
 

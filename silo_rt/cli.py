@@ -191,7 +191,7 @@ def train_prior_command(part, data, out, architecture, steps, batch_size, lr, em
                                           architecture, seed, checkpoint_every, resume,
                                           ema_decay=ema_decay))
     click.echo(f"wrote {out}/{part} ({entry['steps']} steps, mean loss of the last 100 "
-               f"{entry['mean_loss_last_100']:.4f})")
+               f"{entry['mean_loss_last_100'] or float('nan'):.4f})")
 
 
 @cli.command()

@@ -182,6 +182,12 @@ def _load_ema(ema, state_dir: Path, record: dict) -> None:
     ema.optimization_step = record["ema_optimization_step"]
 
 
+def _mean_logged_loss(log: Path, last: int = 100) -> float | None:
+    """Mean of the last ``last`` losses in a JSON-lines loss log (None if empty)."""
+    lines = [line for line in log.read_text().splitlines() if line][-last:]
+    return sum(json.loads(line)["loss"] for line in lines) / len(lines) if lines else None
+
+
 def _single_threaded(worker_id: int) -> None:
     torch.set_num_threads(1)
 
@@ -257,6 +263,7 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
                 bar.update(1)
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
                 if step % options.checkpoint_every == 0 and step < options.steps:
+                    log.flush()  # the log never lags behind a saved state
                     save_state(step)
                 if step >= options.steps:
                     break
@@ -267,7 +274,7 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
     if ema is not None:
         ema.copy_to(model.parameters())
     entry = {"steps": step, "batch_size": options.batch_size, "lr": options.lr,
-             "images": len(dataset), "mean_loss_last_100": sum(recent) / max(1, len(recent))}
+             "images": len(dataset), "mean_loss_last_100": _mean_logged_loss(options.loss_log)}
     if options.part == "vae":
         factor = latent_scaling_factor(model, loader)
         model.register_to_config(scaling_factor=factor)

@@ -211,6 +211,7 @@ def train_operator(prior, options: TrainOptions, progress: bool = True) -> Opera
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}")
                 if step % options.checkpoint_every == 0 and step < options.steps:
+                    log.flush()  # the log never lags behind a saved state
                     save_state(step)
                 if step >= options.steps:
                     break
