@@ -347,6 +347,9 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
         raise SiloError(f"the {backend} backend needs --task, --model and --operator")
     if seed < 0:
         raise SiloError(f"--seed must be >= 0, got {seed}")
+    for path in (out, compare_path):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise SiloError(f"output folder does not exist: {path.parent}")
     y = read_image(measurement)
     truth = None if reference is None else read_image(reference)
     if not torch_backend:

@@ -84,3 +84,19 @@ def test_demo_refuses_a_task_it_does_not_have(tmp_path, capsys):
     assert exc.value.code == 2
     assert "demo has no 'jpeg' model" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_bad_compare_or_reference_fail_before_restoring(tmp_path, capsys):
+    from silo_rt.cli import main
+
+    out = tmp_path / "x.png"
+    for extra, message in ((["--compare", str(tmp_path / "no" / "c.png")],
+                            "output folder does not exist"),
+                           (["--reference", str(tmp_path / "missing.png")],
+                            "image not found")):
+        with pytest.raises(SystemExit) as exc:
+            main(["restore", str(EXAMPLES / "cat-sr4.png"), "--out", str(out), *extra])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "SILO" not in err  # refused before any step ran
+        assert not out.exists()
