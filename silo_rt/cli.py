@@ -284,7 +284,8 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="exported bundle folder (runs without PyTorch)")
 @click.option("--task", type=click.Choice(list(TASKS)), default=None,
-              help=TASK_HELP + " [default: the bundle's task; required without --bundle]")
+              help=TASK_HELP + " [default: the bundle's task; sr4 for the embedded demo; "
+                   "required with --model]")
 @click.option("--model", default=None, help=MODEL_HELP + " (torch backend)")
 @click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
               help="trained operator, .safetensors or .pt with --arch (torch backend)")
