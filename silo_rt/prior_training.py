@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .errors import SiloError
-from .training import ImageFolder, _trim_loss_log
+from .training import ImageFolder, optimisation_loop
 
 PARTS = ("vae", "unet", "decoder")
 
@@ -196,7 +196,6 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
     """Train one part of the prior in ``options.out``; returns the ``training.json`` entry."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     if options.part not in PARTS:
         raise SiloError(f"unknown part {options.part!r}; choose from {', '.join(PARTS)}")
@@ -243,32 +242,11 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
         (options.state_dir / "progress.json").write_text(json.dumps(record))
 
     options.out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=options.steps, initial=start, desc=f"train-prior {options.part}",
-               disable=not progress)
-    step, recent = start, []
-    _trim_loss_log(options.loss_log, start)
-    with options.loss_log.open("a") as log:
-        while step < options.steps:
-            for x in loader:
-                loss = objective.loss(x)
-                optimizer.zero_grad()
-                accelerator.backward(loss)
-                optimizer.step()
-                if ema is not None:
-                    ema.step(model.parameters())
-                step += 1
-                value = float(loss.detach())
-                recent = (recent + [value])[-100:]
-                log.write(json.dumps({"step": step, "loss": value}) + "\n")
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-                if step % options.checkpoint_every == 0 and step < options.steps:
-                    log.flush()  # the log never lags behind a saved state
-                    save_state(step)
-                if step >= options.steps:
-                    break
-    bar.close()
-    save_state(step)
+    step = optimisation_loop(
+        accelerator, loader, optimizer, objective.loss, start=start, total=options.steps,
+        loss_log=options.loss_log, checkpoint_every=options.checkpoint_every,
+        save_state=save_state, desc=f"train-prior {options.part}", progress=progress,
+        after_step=None if ema is None else lambda: ema.step(model.parameters()))
 
     model = accelerator.unwrap_model(model).eval().requires_grad_(False)
     if ema is not None:

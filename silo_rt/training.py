@@ -155,10 +155,50 @@ def _trim_loss_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def optimisation_loop(accelerator, loader, optimizer, loss_fn, *, start: int, total: int,
+                      loss_log: Path, checkpoint_every: int, save_state, desc: str,
+                      progress: bool = True, after_step=None) -> int:
+    """The loop every trainer here shares: steps ``start+1 … total`` over ``loader`` (epochs
+    as needed), the loss of each step appended to ``loss_log`` (JSON lines; lines past
+    ``start`` from an interrupted run are dropped first), ``save_state(step)`` every
+    ``checkpoint_every`` steps and at the end, a progress bar with the mean of the last 100
+    losses. ``loss_fn(batch)`` returns the scalar loss; ``after_step()`` runs after each
+    optimiser step (e.g. an EMA update). Returns the last step.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=start, desc=desc,
+               disable=not progress or not accelerator.is_main_process)
+    step, recent = start, []
+    _trim_loss_log(loss_log, start)
+    with loss_log.open("a") as log:
+        while step < total:
+            for x in loader:
+                loss = loss_fn(x)
+                optimizer.zero_grad()
+                accelerator.backward(loss)
+                optimizer.step()
+                if after_step is not None:
+                    after_step()
+                step += 1
+                value = float(loss.detach())
+                recent = (recent + [value])[-100:]
+                log.write(json.dumps({"step": step, "loss": value}) + "\n")
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+                if step % checkpoint_every == 0 and step < total:
+                    log.flush()  # the log never lags behind a saved state
+                    save_state(step)
+                if step >= total:
+                    break
+    bar.close()
+    save_state(step)
+    return step
+
+
 def train_operator(prior, options: TrainOptions, progress: bool = True) -> OperatorConfig:
     """Train an operator and write it to ``options.out`` (``.safetensors``)."""
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     if options.out.suffix != ".safetensors":
         raise SiloError(f"--out must end in .safetensors, got {options.out.name}")
@@ -194,29 +234,10 @@ def train_operator(prior, options: TrainOptions, progress: bool = True) -> Opera
         accelerator.save_state(str(options.state_dir))
         (options.state_dir / "progress.json").write_text(json.dumps({"step": step}))
 
-    bar = tqdm(total=options.steps, initial=start, desc=f"train {options.arch}/{options.task}",
-               disable=not progress or not accelerator.is_main_process)
-    step = start
-    _trim_loss_log(options.loss_log, start)
-    with options.loss_log.open("a") as log:
-        while step < options.steps:
-            for x in loader:
-                loss = trainer.loss(x)
-                optimizer.zero_grad()
-                accelerator.backward(loss)
-                optimizer.step()
-                step += 1
-                value = float(loss.detach())
-                log.write(json.dumps({"step": step, "loss": value}) + "\n")
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
-                if step % options.checkpoint_every == 0 and step < options.steps:
-                    log.flush()  # the log never lags behind a saved state
-                    save_state(step)
-                if step >= options.steps:
-                    break
-    bar.close()
-    save_state(step)
+    step = optimisation_loop(accelerator, loader, optimizer, trainer.loss, start=start,
+                             total=options.steps, loss_log=options.loss_log,
+                             checkpoint_every=options.checkpoint_every, save_state=save_state,
+                             desc=f"train {options.arch}/{options.task}", progress=progress)
     config.trained_steps = step
     if accelerator.is_main_process:
         save_operator(options.out, accelerator.unwrap_model(operator).eval(), config)
