@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from silo_rt.demo import BUNDLES, DEMO_ROOT, DEMO_TASKS, demo_bundle
+from silo_rt.demo import BUNDLES, DEMO_ROOT, DEMO_TASKS, MODEL_CARD, demo_bundle
 from silo_rt.images import psnr, read_image
 from silo_rt.runtime import BundleRunner, read_manifest
 
@@ -40,7 +40,7 @@ def test_demo_is_small_verified_and_trained():
         assert manifest["task"] == task and manifest["weights"] == "fp16"
         assert manifest["prior"]["random_weights"] is False
         assert "alphas_cumprod" in manifest["schedule"]
-    assert (DEMO_ROOT / "MODEL_CARD.md").is_file() and BUNDLES.is_dir()
+    assert MODEL_CARD.is_file() and BUNDLES.is_dir()
 
 
 @pytest.mark.parametrize("task", DEMO_TASKS)

@@ -1,7 +1,7 @@
 """The embedded demo: a small latent diffusion prior trained on scikit-image's photographs,
 SILO operators for ``sr4`` and ``ip``, exported to bundles shipped inside the package.
 
-64×64 images only, trained for about an hour on two CPU cores: it shows the method working
+64×64 images only, trained for under two hours on two CPU cores: it shows the method working
 on a fresh machine with no download, it is not a substitute for SD-1.5 (see MODEL_CARD.md).
 """
 
