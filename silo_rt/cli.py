@@ -438,7 +438,9 @@ def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt
 @click.option("--seed", type=int, default=0, show_default=True, help="restoration seed")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads")
 @click.option("--limit", type=int, default=None, help="use only the first N images")
-def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit):
+@click.option("--steps", type=int, default=None,
+              help="DDPM steps [default: the count the bundle was exported with]")
+def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps):
     """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness) on clean images
     against a simple baseline: bicubic for sr, a biharmonic fill for ip."""
     from .evaluation import evaluate_bundle
@@ -452,7 +454,7 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit):
         click.echo(f"[{i + 1}/{n}] {row['image']}: SILO {row['silo']['psnr']:.2f} dB, "
                    f"baseline {row['baseline']['psnr']:.2f} dB", err=True)
 
-    report = evaluate_bundle(bundle, data, out, sigma_y, seed, threads, limit, progress)
+    report = evaluate_bundle(bundle, data, out, sigma_y, seed, threads, limit, progress, steps)
     m = report["mean"]
     click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps)")
     click.echo(f"{'method':<18}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}")

@@ -47,9 +47,7 @@ def baseline(task: str, y: np.ndarray, image_size: int) -> np.ndarray:
     if task == "ip":
         from skimage.restoration import inpaint_biharmonic
 
-        from .degradations import box_mask
-
-        hole = box_mask(image_size)[0, 0].numpy() == 0
+        hole = measured_pixels("ip", image_size)[0, 0] == 0
         filled = inpaint_biharmonic(y[0].transpose(1, 2, 0), hole, channel_axis=-1)
         return filled.transpose(2, 0, 1)[None].astype(np.float32)
     return y.copy()
@@ -99,12 +97,13 @@ def _grid(rows: list[list[np.ndarray]], path: Path, scale: int = 3) -> None:
 
 def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None = None,
                     seed: int = 0, threads: int | None = None, limit: int | None = None,
-                    progress=None) -> dict:
+                    progress=None, steps: int | None = None) -> dict:
     """Evaluate ``bundle`` on every image under ``images``; writes ``out/<task>.json`` and
     ``out/<task>-grid.png`` (columns: measurement, baseline, SILO, ground truth).
 
     Returns the report: per-image and mean metrics for SILO and the baseline.
     """
+    from .degradations import make_measurement
     from .runtime import BundleRunner
 
     runner = BundleRunner(bundle, backend="ort", threads=threads)
@@ -122,10 +121,8 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         if x.shape[-2:] != (size, size):
             raise SiloError(f"{path} is {x.shape[-1]}x{x.shape[-2]}; the bundle restores "
                             f"{size}x{size} images")
-        from .degradations import make_measurement
-
         y = quantise(make_measurement(x, task, sigma_y, index))
-        restored = runner.restore(y, seed, sigma_y=sigma_y)
+        restored = runner.restore(y, seed, sigma_y=sigma_y, steps=steps)
         simple = baseline(task, y, size)
         row = {"image": path.name, "silo": _metrics(restored, x),
                "baseline": _metrics(simple, x),
@@ -142,7 +139,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
 
     report = {
         "task": task, "bundle": str(bundle), "images": str(images), "count": len(per_image),
-        "sigma_y": sigma_y, "seed": seed, "steps": runner.steps,
+        "sigma_y": sigma_y, "seed": seed, "steps": steps or runner.steps,
         "baseline": BASELINE_NAMES[task],
         "mean": {method: {k: mean(method, k) for k in ("psnr", "ssim", "sharpness")}
                  for method in METHODS if method in per_image[0]},

@@ -100,3 +100,29 @@ def test_bad_compare_or_reference_fail_before_restoring(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "SILO" not in err  # refused before any step ran
         assert not out.exists()
+
+
+def test_evaluate_reports_silo_and_the_baseline(tmp_path, capsys):
+    import json
+    import shutil
+
+    from silo_rt.cli import main
+    from silo_rt.degradations import make_measurement
+    from silo_rt.evaluation import baseline, quantise
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(EXAMPLES / "cat.png", images / "a.png")
+    shutil.copy(EXAMPLES / "cat.png", images / "b.png")
+    main(["evaluate", "--task", "ip", "--data", str(images), "--out", str(tmp_path),
+          "--steps", "10", "--threads", "2"])
+    report = json.loads((tmp_path / "ip.json").read_text())
+    assert report["count"] == 2 and report["steps"] == 10
+    assert set(report["mean"]) == {"silo", "silo_keep_measured", "baseline"}
+    # The baseline numbers are those of an independent recomputation (image i uses seed i).
+    x = read_image(images / "b.png")
+    y = quantise(make_measurement(x, "ip", 0.02, 1))
+    assert report["per_image"][1]["baseline"]["psnr"] == pytest.approx(
+        psnr(baseline("ip", y, 64), x), abs=1e-6)
+    assert (tmp_path / "ip-grid.png").is_file()
+    assert "biharmonic fill" in capsys.readouterr().out
