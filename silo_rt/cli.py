@@ -357,15 +357,14 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
         x, label = _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta,
                                    seed, sigma_y, keep_measured)
     else:
-        from .tasks import measured_pixels
+        from .tasks import check_keep_measured, keep_measured_pixels
 
-        mask = measured_pixels(task, y.shape[-1])
-        if keep_measured and mask is None:
-            raise SiloError(f"--keep-measured needs task ip, not {task}")
+        if keep_measured:
+            check_keep_measured(task)
         x, label = _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt,
                                   cfg_scale, sigma_y, cuda=backend == "torch-cuda")
         if keep_measured:
-            x = mask * y + (1 - mask) * x
+            x = keep_measured_pixels(task, y, x)
     if truth is not None and truth.shape != x.shape:
         raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
                         f"{x.shape[-1]}x{x.shape[-2]}")
@@ -393,8 +392,6 @@ def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, se
     runner.check_measurement(y)
     click.echo(f"backend: {runner.label}", err=True)
     total = steps or runner.steps
-    if keep_measured and runner.task != "ip":
-        raise SiloError(f"--keep-measured needs task ip, not {runner.task}")
     x = runner.restore(y, seed, eta, sigma_y, steps=steps, keep_measured=keep_measured,
                        callback=_progress(total, f"SILO {runner.task} [{runner.backend}]"))
     return x, runner.label

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import SiloError
 from .images import atomic_write, psnr, read_image, to_uint8
-from .tasks import measured_pixels
+from .tasks import keep_measured_pixels, measured_pixels
 
 METHODS = ("silo", "silo_keep_measured", "baseline")
 BASELINE_NAMES = {"sr4": "bicubic", "sr8": "bicubic", "ip": "biharmonic fill",
@@ -114,7 +114,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         raise SiloError(f"no .png images in {images}")
     if not out.is_dir():
         raise SiloError(f"output folder does not exist: {out}")
-    mask = measured_pixels(task, size)  # ip: also report SILO with the observed pixels kept
+    observes_pixels = measured_pixels(task, size) is not None  # ip: also with pixels kept
     per_image, rows = [], []
     for index, path in enumerate(paths):
         x = read_image(path)
@@ -127,8 +127,8 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         row = {"image": path.name, "silo": _metrics(restored, x),
                "baseline": _metrics(simple, x),
                "silo_cpsnr": consistency_psnr(task, restored, y)}
-        if mask is not None:
-            row["silo_keep_measured"] = _metrics(mask * y + (1 - mask) * restored, x)
+        if observes_pixels:
+            row["silo_keep_measured"] = _metrics(keep_measured_pixels(task, y, restored), x)
         per_image.append(row)
         rows.append([y, simple, restored, x])
         if progress:

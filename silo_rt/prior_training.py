@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .errors import SiloError
-from .training import ImageFolder, optimisation_loop
+from .training import ImageFolder, encode_sample, optimisation_loop, posterior_sample
 
 PARTS = ("vae", "unet", "decoder")
 
@@ -92,9 +92,7 @@ class VaeObjective:
         return self.vae
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        posterior = self.vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape,
-                                                         generator=self.generator)
+        posterior, z = posterior_sample(self.vae, x, self.generator)
         x_hat = self.vae.decode(z).sample
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         return ((x_hat - x).abs().mean() + _finite_difference_l1(x_hat, x)
@@ -116,10 +114,7 @@ class DecoderObjective:
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            posterior = self.vae.encode(x).latent_dist
-            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape,
-                                                             generator=self.generator)
-            z = self.vae.post_quant_conv(z)
+            z = self.vae.post_quant_conv(posterior_sample(self.vae, x, self.generator)[1])
         x_hat = self.vae.decoder(z)
         return (x_hat - x).abs().mean() + _finite_difference_l1(x_hat, x)
 
@@ -136,9 +131,7 @@ class UnetObjective:
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            posterior = self.prior.vae.encode(x).latent_dist
-            z0 = (posterior.mean + posterior.std * torch.randn(
-                posterior.mean.shape, generator=self.generator)) * self.prior.scaling_factor
+            z0 = encode_sample(self.prior, x, self.generator)
         scheduler = self.prior.scheduler
         t = torch.randint(0, scheduler.config.num_train_timesteps, (x.shape[0],),
                           generator=self.generator)
@@ -268,6 +261,7 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
     record_path = options.out / "training.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record[options.part] = entry
-    record["architecture"] = options.architecture
+    if options.part == "vae" and "architecture" not in record:  # the part that built it
+        record["architecture"] = options.architecture
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     return entry

@@ -95,10 +95,16 @@ class ImageFolder(torch.utils.data.Dataset):
         return (self.augment(x[None])[0] * 2 - 1).clamp(-1, 1)
 
 
-def _encode_sample(prior, x, generator):
-    posterior = prior.vae.encode(x).latent_dist
+def posterior_sample(vae, x, generator):
+    """``(posterior of E(x), a sample of it)``, the noise drawn from ``generator``."""
+    posterior = vae.encode(x).latent_dist
     eps = torch.randn(posterior.mean.shape, generator=generator, dtype=posterior.mean.dtype)
-    return (posterior.mean + posterior.std * eps) * prior.scaling_factor
+    return posterior, posterior.mean + posterior.std * eps
+
+
+def encode_sample(prior, x, generator):
+    """A latent ``E(x)`` as the prior's UNet sees it: posterior sample × scaling factor."""
+    return posterior_sample(prior.vae, x, generator)[1] * prior.scaling_factor
 
 
 class OperatorTrainer:
@@ -117,14 +123,14 @@ class OperatorTrainer:
     def make_target(self, x: torch.Tensor, sigma_y: torch.Tensor) -> torch.Tensor:
         y = self.degradation(x)
         y = y + sigma_y[:, None, None, None] * torch.randn(y.shape, generator=self.generator)
-        w = _encode_sample(self.prior, self.degradation.encoder_input(y, x.shape[-1]),
+        w = encode_sample(self.prior, self.degradation.encoder_input(y, x.shape[-1]),
                            self.generator)
         return w.clamp(-LATENT_CLAMP, LATENT_CLAMP) if self.spec.clamp_latent else w
 
     @torch.no_grad()
     def make_inputs(self, x: torch.Tensor):
         """``(z0, temb, features)`` the operator sees for clean images ``x``."""
-        z0 = _encode_sample(self.prior, x, self.generator)
+        z0 = encode_sample(self.prior, x, self.generator)
         if self.config.arch == "cnn":
             return z0, None, None
         sched = self.prior.scheduler

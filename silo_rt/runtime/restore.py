@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import SiloError
 from ..noise import NoiseSource
-from ..tasks import measured_pixels
+from ..tasks import check_keep_measured, keep_measured_pixels
 from .manifest import read_manifest
 from .ort_backend import OrtGraphs, StepCallback
 
@@ -107,10 +107,8 @@ class BundleRunner:
         ``keep_measured`` (``ip`` only): copy the pixels the measurement observes into the
         result, so only the hidden box comes from the model.
         """
-        mask = measured_pixels(self.task, self.manifest["image_size"])
-        if keep_measured and mask is None:
-            raise SiloError(f"keeping measured pixels needs a task that observes pixels "
-                            f"directly (ip), not {self.task}")
+        if keep_measured:
+            check_keep_measured(self.task)
         self.check_measurement(y)
         m = self.manifest
         noise = NoiseSource(seed)
@@ -125,4 +123,4 @@ class BundleRunner:
                                    m["eta"] if eta is None else eta,
                                    m["sigma_y"] if sigma_y is None else sigma_y, cfg, callback)
         x = self.graphs.run("vae_decoder", z0=z0)[0]
-        return mask * y + (1 - mask) * x if keep_measured else x
+        return keep_measured_pixels(self.task, y, x) if keep_measured else x
