@@ -318,8 +318,9 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="ground-truth image: prints the restoration's PSNR and adds it to --compare")
 @click.option("--keep-measured", is_flag=True,
-              help="ip: copy the observed pixels of the measurement into the result, so only "
-                   "the box is generated")
+              help="make the result agree exactly with the measurement (ip: copy the "
+                   "observed pixels; sr4/sr8: replace what the low-resolution image "
+                   "determines), keeping only the model's detail")
 def restore(measurement, bundle, task, model, operator_path, arch, backend, precision, threads,
             steps, eta, seed, prompt, cfg_scale, sigma_y, out, compare_path, reference,
             keep_measured):
@@ -357,14 +358,15 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
         x, label = _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta,
                                    seed, sigma_y, keep_measured)
     else:
-        from .tasks import check_keep_measured, keep_measured_pixels
+        from .consistency import check_keep_measured
+        from .consistency import keep_measured as impose_measurement
 
         if keep_measured:
             check_keep_measured(task)
         x, label = _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt,
                                   cfg_scale, sigma_y, cuda=backend == "torch-cuda")
         if keep_measured:
-            x = keep_measured_pixels(task, y, x)
+            x = impose_measurement(task, y, x)
     if truth is not None and truth.shape != x.shape:
         raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
                         f"{x.shape[-1]}x{x.shape[-2]}")
@@ -454,12 +456,12 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps):
     report = evaluate_bundle(bundle, data, out, sigma_y, seed, threads, limit, progress, steps)
     m = report["mean"]
     click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps)")
-    click.echo(f"{'method':<18}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}")
-    for key, name in (("silo", "SILO"), ("silo_keep_measured", "SILO, kept pixels"),
+    click.echo(f"{'method':<23}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}")
+    for key, name in (("silo", "SILO"), ("silo_keep_measured", "SILO, --keep-measured"),
                       ("baseline", report["baseline"])):
         if key not in m:
             continue
-        click.echo(f"{name:<18}{m[key]['psnr']:>9.2f}{m[key]['ssim']:>8.3f}"
+        click.echo(f"{name:<23}{m[key]['psnr']:>9.2f}{m[key]['ssim']:>8.3f}"
                    f"{m[key]['sharpness']:>11.2f}")
     click.echo(f"SILO consistency (CPSNR): {report['mean_silo_cpsnr']:.2f} dB")
 

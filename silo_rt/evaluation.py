@@ -9,9 +9,10 @@ bundle (ONNX Runtime), and compare with the ground truth:
 * sharpness: mean gradient magnitude of the image divided by the ground truth's (1 = as
   sharp as the original, lower = blurrier).
 
-For ``ip`` the report also gives SILO with the observed pixels copied from the measurement
-(``restore --keep-measured``). Baselines: bicubic upsampling for ``sr4``/``sr8``, a
-biharmonic (smooth) fill of the box for ``ip``, and the measurement itself for ``gb``/``jpeg``.
+For ``ip``, ``sr4`` and ``sr8`` the report also gives SILO made exactly consistent with the
+measurement (``restore --keep-measured``, :mod:`silo_rt.consistency`). Baselines: bicubic
+upsampling for ``sr4``/``sr8``, a biharmonic (smooth) fill of the box for ``ip``, and the
+measurement itself for ``gb``/``jpeg``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .consistency import SUPPORTED_TASKS, keep_measured
 from .errors import SiloError
 from .images import atomic_write, psnr, read_image, to_uint8
-from .tasks import keep_measured_pixels, measured_pixels
+from .tasks import measured_pixels
 
 METHODS = ("silo", "silo_keep_measured", "baseline")
 BASELINE_NAMES = {"sr4": "bicubic", "sr8": "bicubic", "ip": "biharmonic fill",
@@ -99,7 +101,8 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
                     seed: int = 0, threads: int | None = None, limit: int | None = None,
                     progress=None, steps: int | None = None) -> dict:
     """Evaluate ``bundle`` on every image under ``images``; writes ``out/<task>.json`` and
-    ``out/<task>-grid.png`` (columns: measurement, baseline, SILO, ground truth).
+    ``out/<task>-grid.png`` (columns: measurement, baseline, SILO, SILO with
+    ``--keep-measured`` where the task has it, ground truth).
 
     Returns the report: per-image and mean metrics for SILO and the baseline.
     """
@@ -114,7 +117,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         raise SiloError(f"no .png images in {images}")
     if not out.is_dir():
         raise SiloError(f"output folder does not exist: {out}")
-    observes_pixels = measured_pixels(task, size) is not None  # ip: also with pixels kept
+    imposable = task in SUPPORTED_TASKS  # also report restore --keep-measured
     per_image, rows = [], []
     for index, path in enumerate(paths):
         x = read_image(path)
@@ -127,10 +130,13 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         row = {"image": path.name, "silo": _metrics(restored, x),
                "baseline": _metrics(simple, x),
                "silo_cpsnr": consistency_psnr(task, restored, y)}
-        if observes_pixels:
-            row["silo_keep_measured"] = _metrics(keep_measured_pixels(task, y, restored), x)
+        pictures = [y, simple, restored]
+        if imposable:
+            kept = keep_measured(task, y, restored)
+            row["silo_keep_measured"] = _metrics(kept, x)
+            pictures.append(kept)
         per_image.append(row)
-        rows.append([y, simple, restored, x])
+        rows.append(pictures + [x])
         if progress:
             progress(index, len(paths), per_image[-1])
 

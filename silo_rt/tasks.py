@@ -73,18 +73,3 @@ def measured_pixels(task: str, image_size: int):
     lo = image_size // 4
     mask[..., lo:lo + image_size // 2, lo:lo + image_size // 2] = 0
     return mask
-
-
-def check_keep_measured(task: str) -> None:
-    """Raise :class:`SiloError` unless ``task``'s measurement observes pixels as they are."""
-    if get_task(task).name != "ip":
-        raise SiloError(f"keeping the measured pixels needs task ip (whose measurement "
-                        f"observes pixels as they are), not {task}")
-
-
-def keep_measured_pixels(task: str, y, x):
-    """``x`` with the pixels the measurement ``y`` observes copied from ``y`` (``ip``:
-    everything outside the box), so only the hidden part comes from the model."""
-    check_keep_measured(task)
-    mask = measured_pixels(task, x.shape[-1])
-    return mask * y + (1 - mask) * x

@@ -45,6 +45,7 @@ def test_demo_is_small_verified_and_trained():
 
 @pytest.mark.parametrize("task", DEMO_TASKS)
 def test_demo_restoration_is_consistent_with_the_measurement(task):
+    from silo_rt.consistency import keep_measured
     from silo_rt.evaluation import consistency_psnr
 
     y = read_image(EXAMPLES / f"cat-{task}.png")
@@ -52,6 +53,8 @@ def test_demo_restoration_is_consistent_with_the_measurement(task):
     assert x.shape == (1, 3, 64, 64) and np.isfinite(x).all()
     cpsnr = consistency_psnr(task, x, y)
     assert cpsnr > CPSNR_THRESHOLD[task]
+    # --keep-measured makes the agreement exact (up to clipping to [-1, 1]).
+    assert consistency_psnr(task, keep_measured(task, y, x), y) > max(cpsnr + 15, 45)
     # The threshold means something: another held-out image is far less consistent with y.
     other = read_image(EXAMPLES / "cat.png")[..., ::-1, :].copy()  # the cat upside down
     assert consistency_psnr(task, other, y) < CPSNR_THRESHOLD[task] - 5

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
 from silo_rt.export import ExportOptions, export_bundle
 from silo_rt.export.bundle import export_lock
@@ -169,16 +170,21 @@ def test_end_to_end_parity_with_the_reference(exported, tiny_prior):
     assert error < 1e-3
 
 
-def test_keep_measured_copies_exactly_the_observed_pixels(exported):
+def test_keep_measured_imposes_the_measurement(exported):
     runner = BundleRunner(exported["bundle"], threads=2)
     side = read_manifest(exported["bundle"])["measurement_shape"][-1]
-    y = np.random.default_rng(4).uniform(-1, 1, (1, 3, side, side)).astype(np.float32)
-    if exported["task"] != "ip":
-        with pytest.raises(SiloError, match="ip"):
-            runner.restore(y, keep_measured=True)
-        return
+    y = np.random.default_rng(4).uniform(-0.5, 0.5, (1, 3, side, side)).astype(np.float32)
     plain = runner.restore(y, seed=1)
     kept = runner.restore(y, seed=1, keep_measured=True)
+    if exported["task"] != "ip":  # sr: the torch degradation of the result gives back y
+        def misfit(x):
+            return np.linalg.norm(get_degradation(exported["task"])(torch.from_numpy(x))
+                                  .numpy() - y)
+
+        # exact but for clipping to [-1, 1] (the random tiny model saturates some pixels)
+        assert kept.min() >= -1 and kept.max() <= 1
+        assert misfit(kept) < 0.05 * misfit(plain)
+        return
     box = slice(side // 4, side // 4 + side // 2)
     np.testing.assert_array_equal(kept[..., box, box], plain[..., box, box])
     outside = np.ones(y.shape, bool)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import consistency
 from ..errors import SiloError
 from ..noise import NoiseSource
-from ..tasks import check_keep_measured, keep_measured_pixels
 from .manifest import read_manifest
 from .ort_backend import OrtGraphs, StepCallback
 
@@ -104,11 +104,12 @@ class BundleRunner:
         """Restore ``y`` ``(B, 3, h, w)`` float32 in [-1, 1]; returns ``(B, 3, H, W)``.
 
         ``eta``/``sigma_y``/``steps`` default to the values the bundle was exported with.
-        ``keep_measured`` (``ip`` only): copy the pixels the measurement observes into the
-        result, so only the hidden box comes from the model.
+        ``keep_measured`` (``ip``, ``sr4``, ``sr8``): make the result agree exactly with ``y``
+        (:func:`~silo_rt.consistency.keep_measured`: ``ip`` copies the observed pixels, ``sr``
+        replaces the part the low-resolution image determines).
         """
         if keep_measured:
-            check_keep_measured(self.task)
+            consistency.check_keep_measured(self.task)
         self.check_measurement(y)
         m = self.manifest
         noise = NoiseSource(seed)
@@ -123,4 +124,4 @@ class BundleRunner:
                                    m["eta"] if eta is None else eta,
                                    m["sigma_y"] if sigma_y is None else sigma_y, cfg, callback)
         x = self.graphs.run("vae_decoder", z0=z0)[0]
-        return keep_measured_pixels(self.task, y, x) if keep_measured else x
+        return consistency.keep_measured(self.task, y, x) if keep_measured else x
