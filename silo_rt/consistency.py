@@ -62,12 +62,15 @@ def bicubic_aa_matrix(in_size: int, out_size: int) -> np.ndarray:
         weights = _cubic_aa((taps - center + 0.5) * inv_scale)
         total = weights.sum()
         matrix[i, lo:hi] = weights / total if total != 0 else weights
+    matrix.setflags(write=False)  # cached: shared by every caller
     return matrix
 
 
 @lru_cache(maxsize=16)
 def _pseudo_inverse(in_size: int, out_size: int) -> np.ndarray:
-    return np.linalg.pinv(bicubic_aa_matrix(in_size, out_size))
+    inverse = np.linalg.pinv(bicubic_aa_matrix(in_size, out_size))
+    inverse.setflags(write=False)
+    return inverse
 
 
 def check_keep_measured(task: str) -> None:

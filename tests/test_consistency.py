@@ -17,7 +17,7 @@ def test_resize_matrix_is_pytorchs_antialiased_bicubic(in_size, out_size):
                     generator=torch.Generator().manual_seed(0))
     expected = F.interpolate(x, size=(out_size, out_size), mode="bicubic", antialias=True,
                              align_corners=False)
-    r = torch.from_numpy(bicubic_aa_matrix(in_size, out_size))
+    r = torch.tensor(bicubic_aa_matrix(in_size, out_size))
     assert (r @ x @ r.T - expected).abs().max() < 1e-12
 
 

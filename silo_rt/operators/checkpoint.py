@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -141,7 +142,10 @@ def _read_safetensors(path: Path) -> tuple[dict, OperatorConfig]:
 
 def _read_state_dict_pt(path: Path) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it then refuses: one line only
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise SiloError(f"refusing to load {path}: it is not a plain tensor state dict "
                         "(it would execute code when unpickled)") from None
