@@ -358,15 +358,14 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
         x, label = _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta,
                                    seed, sigma_y, keep_measured)
     else:
-        from .consistency import check_keep_measured
-        from .consistency import keep_measured as impose_measurement
+        from . import consistency
 
         if keep_measured:
-            check_keep_measured(task)
+            consistency.check_keep_measured(task)
         x, label = _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt,
                                   cfg_scale, sigma_y, cuda=backend == "torch-cuda")
         if keep_measured:
-            x = impose_measurement(task, y, x)
+            x = consistency.keep_measured(task, y, x)
     if truth is not None and truth.shape != x.shape:
         raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
                         f"{x.shape[-1]}x{x.shape[-2]}")
