@@ -34,6 +34,36 @@ def test_derived_ratios():
     assert ort["achieved_fraction"] == pytest.approx(0.1)
     assert result["restorations"][1]["speedup_vs_torch"] == pytest.approx(3.0)
     assert result["baselines"][0]["silo_time_ratio"] == pytest.approx(0.5)
+    assert "paired_speedup_vs_torch" not in ort  # no per-round samples, no pairs
+
+
+def test_paired_speedup_is_the_median_of_round_ratios():
+    # The machine slows down 3x in the last two rounds; both backends see it.
+    torch_ms, ort_ms = [30.0, 30.0, 30.0, 90.0, 90.0], [15.0, 15.0, 15.0, 45.0, 45.0]
+    result = {
+        "measurements": [
+            {"backend": "torch", "measure": "step", "median_ms": 30.0, "p90_ms": 90.0,
+             "samples_ms": torch_ms},
+            {"backend": "ort", "measure": "step", "median_ms": 15.0, "p90_ms": 45.0,
+             "samples_ms": ort_ms},
+        ],
+        "restorations": [
+            {"backend": "torch", "steps": 10, "total_s": 5.0, "per_step_ms": 500.0,
+             "samples_s": [4.0, 5.0, 9.0]},
+            {"backend": "ort", "steps": 10, "total_s": 4.0, "per_step_ms": 400.0,
+             "samples_s": [1.0, 4.0, 4.5]},
+        ],
+        "baselines": [], "floor": {"floor_step_ms": 1.0},
+    }
+    _derive(result)
+    assert result["measurements"][1]["paired_speedup_vs_torch"] == pytest.approx(2.0)
+    rest = result["restorations"][1]
+    assert rest["speedup_vs_torch"] == pytest.approx(1.25)  # 5.0 / 4.0, medians
+    assert rest["paired_speedup_vs_torch"] == pytest.approx(2.0)  # rounds: 4, 1.25, 2
+    assert "(paired 2.00x)" in render_table({**result, "config": {
+        "model": "m", "arch": "cnn", "task": "sr4", "image_size": 64, "threads": 2},
+        "peak_rss_mib": {}, "floor": {"step_flops": 1e9, "matmul_gflops": 1.0,
+                                      "floor_step_ms": 1.0}})
 
 
 def test_bench_cli_writes_a_valid_report(tmp_path, capsys):

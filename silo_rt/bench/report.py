@@ -8,12 +8,17 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
     versions      {package: version}
     config        the BenchConfig fields + image_size, operator_label, prior_random_weights
     export_s      seconds spent exporting the bench bundle (null when cached or given)
-    measurements  [{backend, measure, median_ms, p90_ms, min_ms, reps,
-                    speedup_vs_torch?, achieved_fraction? (step only)}]
+    measurements  [{backend, measure, median_ms, p90_ms, min_ms, reps, samples_ms?,
+                    speedup_vs_torch?, paired_speedup_vs_torch?,
+                    achieved_fraction? (step only)}]
                   measure ∈ unet_h | vae_encoder | vae_decoder | step
-    restorations  [{backend, steps, total_s, per_step_ms, reps?, p90_s?, speedup_vs_torch?,
-                    rel_diff_vs_torch?}]
+                  samples_ms: the CPU backends' step times in round order (interleaved)
+    restorations  [{backend, steps, total_s, per_step_ms, reps?, p90_s?, samples_s?,
+                    speedup_vs_torch?, paired_speedup_vs_torch?, rel_diff_vs_torch?}]
                   total_s is the median of ``reps`` runs, interleaved across backends;
+                  speedup_vs_torch = torch's median / this median;
+                  paired_speedup_vs_torch = median over rounds of torch_i / this_i (the
+                  two ran back to back in round i), steadier on a drifting machine;
                   rel_diff_vs_torch = ‖x − x_torch‖/‖x_torch‖ of the restored images (same
                   seed), the parity the speed-up was measured at
     baselines     [{method, median_ms, p90_ms, min_ms, reps, silo_time_ratio?}]
@@ -49,19 +54,25 @@ def validate(result: dict) -> None:
         raise ValueError("floor entry incomplete")
 
 
+def _speedup(entry: dict) -> str:
+    text = f"{entry['speedup_vs_torch']:.2f}x vs torch"
+    if "paired_speedup_vs_torch" in entry:
+        text += f" (paired {entry['paired_speedup_vs_torch']:.2f}x)"
+    return text
+
+
 def _rows(result: dict) -> list[list[str]]:
     rows = []
     for m in result["measurements"]:
         extra = []
         if "speedup_vs_torch" in m and m["backend"] != "torch":
-            extra.append(f"{m['speedup_vs_torch']:.2f}x vs torch")
+            extra.append(_speedup(m))
         if "achieved_fraction" in m:
             extra.append(f"{100 * m['achieved_fraction']:.1f}% of matmul floor")
         rows.append([m["backend"], m["measure"], f"{m['median_ms']:.2f}", f"{m['p90_ms']:.2f}",
                      ", ".join(extra)])
     for r in result["restorations"]:
-        extra = (f"{r['speedup_vs_torch']:.2f}x vs torch"
-                 if r["backend"] != "torch" and "speedup_vs_torch" in r else "")
+        extra = (_speedup(r) if r["backend"] != "torch" and "speedup_vs_torch" in r else "")
         if "rel_diff_vs_torch" in r:
             extra += f", image rel. diff {r['rel_diff_vs_torch']:.1e}"
         rows.append([r["backend"], f"restore {r['steps']} steps",

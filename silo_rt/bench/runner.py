@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -230,7 +231,8 @@ def run_bench(config: BenchConfig) -> dict:
     images = {b: np.asarray(stats.pop("output"), np.float64) for b, stats in timed.items()}
     for backend, stats in timed.items():
         entry = {**_restoration(backend, config.steps, stats["median_ms"] / 1e3),
-                 "reps": stats["reps"], "p90_s": stats["p90_ms"] / 1e3}
+                 "reps": stats["reps"], "p90_s": stats["p90_ms"] / 1e3,
+                 "samples_s": [ms / 1e3 for ms in stats["samples_ms"]]}
         if "torch" in images and backend != "torch":  # same seed: the images must agree
             ref = images["torch"]
             entry["rel_diff_vs_torch"] = float(np.linalg.norm(images[backend] - ref)
@@ -284,6 +286,9 @@ def _feed(info, rng):
 def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True) -> dict:
     """Time each callable ``reps`` times, round-robin, so machine noise hits all alike.
 
+    Each result keeps its ``samples_ms`` in round order, so rep ``i`` of two backends ran
+    back to back and their ratio is a paired measurement.
+
     With ``settle``, each timed call follows an untimed one of the same backend: ONNX
     Runtime's worker threads spin for a while after a run, which would otherwise slow the
     next backend's short call.
@@ -298,7 +303,8 @@ def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True) -> di
             last[name] = call()
             if rep >= warmup:
                 samples[name].append(time.perf_counter() - start)
-    return {name: {**summarize(values), "output": last.get(name)}
+    return {name: {**summarize(values), "samples_ms": [v * 1e3 for v in values],
+                   "output": last.get(name)}
             for name, values in samples.items()}
 
 
@@ -393,11 +399,29 @@ def _derive(result: dict) -> None:
         ref = by.get(("torch", m["measure"]))
         if ref is not None:
             m["speedup_vs_torch"] = ref["median_ms"] / m["median_ms"]
+            paired = _paired_speedup(ref.get("samples_ms"), m.get("samples_ms"))
+            if paired is not None:
+                m["paired_speedup_vs_torch"] = paired
     rest = {r["backend"]: r for r in result["restorations"]}
     for r in result["restorations"]:
         if "torch" in rest:
             r["speedup_vs_torch"] = rest["torch"]["total_s"] / r["total_s"]
+            paired = _paired_speedup(rest["torch"].get("samples_s"), r.get("samples_s"))
+            if paired is not None:
+                r["paired_speedup_vs_torch"] = paired
     silo = by.get(("torch", "step"))
     for b in result["baselines"]:
         if silo is not None:
             b["silo_time_ratio"] = silo["median_ms"] / b["median_ms"]
+
+
+def _paired_speedup(reference, samples) -> float | None:
+    """Median over rounds of ``reference_i / samples_i`` (interleaved samples only).
+
+    Each round timed both backends back to back, so a slow spell of the machine scales
+    both sides of a pair; the median of the pair ratios is steadier than the ratio of the
+    two medians when the machine's speed drifts during the run.
+    """
+    if not reference or not samples or len(reference) != len(samples):
+        return None
+    return statistics.median(a / b for a, b in zip(reference, samples))
