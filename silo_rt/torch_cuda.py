@@ -9,6 +9,8 @@ that load that step's timestep, coefficients and noise into the static buffers.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -23,6 +25,23 @@ def require_cuda() -> torch.device:
     if not torch.cuda.is_available():
         raise SiloError("the torch-cuda backend needs an NVIDIA GPU with a CUDA build of torch")
     return torch.device("cuda")
+
+
+@contextmanager
+def exact_fp32():
+    """Run the enclosed CUDA work with TF32 off for matmuls and cuDNN; restore afterwards.
+
+    TF32 keeps a 10-bit mantissa: each matmul or convolution is off by ~1e-3 relative, which
+    alone would exhaust the 1e-3 parity bound the CPU reference is held to (cuDNN uses TF32
+    by default).
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 class CudaStepLoop:
@@ -40,7 +59,11 @@ class CudaStepLoop:
 
     def run(self, z, w, context, timesteps: np.ndarray, coefficients: np.ndarray,
             noise: np.ndarray, eta: float, sigma_y: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the final latent and the per-step losses (both on the GPU)."""
+        """Returns the final latent and the per-step losses (both on the GPU); no TF32."""
+        with exact_fp32():
+            return self._run(z, w, context, timesteps, coefficients, noise, eta, sigma_y)
+
+    def _run(self, z, w, context, timesteps, coefficients, noise, eta, sigma_y):
         device = z.device
         steps = len(timesteps)
         ts = torch.from_numpy(np.asarray(timesteps, np.float32).reshape(steps, 1)).to(device)
@@ -80,7 +103,13 @@ class CudaStepLoop:
 
 def restore_cuda(prior, operator, arch: str, y: torch.Tensor, options: SamplingOptions,
                  use_graph: bool = True) -> torch.Tensor:
-    """Algorithm 1 on the GPU (same noise as every backend); returns ``x̂`` on the CPU."""
+    """Algorithm 1 on the GPU (same noise as every backend, TF32 off); returns ``x̂`` on the
+    CPU."""
+    with exact_fp32():
+        return _restore_cuda(prior, operator, arch, y, options, use_graph)
+
+
+def _restore_cuda(prior, operator, arch, y, options, use_graph):
     device = require_cuda()
     options.validate()
     for module in (prior.unet, prior.vae, prior.text_encoder, operator):

@@ -89,3 +89,36 @@ def test_bench_cli_writes_a_valid_report(tmp_path, capsys):
 def test_validate_rejects_foreign_json():
     with pytest.raises(ValueError):
         validate({"schema": "something-else"})
+
+
+def test_a_failing_backend_is_reported_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+    """ort made to fail on the tiny prior: torch is still timed, the JSON and table say why."""
+    from silo_rt.bench import runner
+    from silo_rt.bench.report import all_failed
+    from silo_rt.errors import SiloError
+
+    def broken(backend, shared):
+        raise SiloError("TensorRT cannot load step.plan: TensorRT says invalid")
+
+    monkeypatch.setattr(runner, "_time_bundle", broken)
+    out = tmp_path / "bench.json"
+    main(["bench", "--model", "tiny", "--task", "ip", "--backends", "torch,ort", "--reps", "2",
+          "--warmup", "0", "--no-restoration", "--baselines", "none", "--json", str(out)])
+    result = json.loads(out.read_text())
+    validate(result)
+    assert result["failed"] == {"ort": "TensorRT cannot load step.plan: TensorRT says invalid"}
+    assert {m["backend"] for m in result["measurements"]} == {"torch"}
+    assert not all_failed(result)
+    table = capsys.readouterr().out
+    assert "ort" in table and "failed" in table and "TensorRT says invalid" in table
+    assert "| ort | failed | - | - | TensorRT cannot load" in render_markdown(result)
+
+
+def test_a_call_failing_mid_timing_is_dropped_from_the_rounds():
+    from silo_rt.bench.runner import _interleaved
+
+    calls = {"fine": lambda: 1, "flaky": lambda: 1 / 0}
+    failed = {}
+    timed = _interleaved(calls, 0, 3, settle=False, failed=failed)
+    assert set(timed) == {"fine"} and timed["fine"]["reps"] == 3
+    assert failed == {"flaky": "ZeroDivisionError: division by zero"}

@@ -1,8 +1,10 @@
 """GPU checks (``pytest -m gpu``; skipped without CUDA / TensorRT).
 
-Parity: the PyTorch-CUDA step (eager and CUDA graph) and TensorRT FP32 against the CPU
-reference (≤ 1e-3 relative); TensorRT FP16 against FP32 within a looser bound; CUDA-graph
-replay equals eager execution; a NaN is reported with its step index.
+Parity: the PyTorch-CUDA step (eager and CUDA graph, TF32 off) and TensorRT FP32 (TF32
+cleared) against the CPU reference (≤ 1e-3 relative); TensorRT FP16 (the bundle's
+``step_fp16`` graph) against the reference within a looser bound; CUDA-graph replay equals
+eager execution; a NaN is reported with its step index; a TensorRT runner captures its step
+graphs once, replays them for every restoration and frees everything on close.
 """
 
 import numpy as np
@@ -77,25 +79,60 @@ def test_nan_is_reported_with_step_index(tiny_prior, setup):
         check_losses(losses.cpu().numpy(), [999, 998])
 
 
+def _require_tensorrt():
+    from silo_rt.runtime.restore import tensorrt_available
+
+    if not tensorrt_available():
+        pytest.skip("TensorRT is not usable here")
+
+
 @pytest.fixture(scope="module")
 def bundle(tiny_prior, setup, tmp_path_factory):
     from silo_rt.export import ExportOptions, export_bundle
 
+    _require_tensorrt()  # before the export: it needs onnxscript, which may be absent
     out = tmp_path_factory.mktemp("gpu") / "bundle"
     export_bundle(tiny_prior, setup["operator"], setup["config"],
                   ExportOptions(setup["options"], 64), out)
     return out
 
 
+def _runner(bundle, precision):
+    from silo_rt.runtime import BundleRunner
+    from silo_rt.runtime.manifest import read_manifest
+
+    if precision == "fp16" and "step_fp16" not in read_manifest(bundle)["graphs"]:
+        pytest.skip("this bundle was exported without --precision fp16")
+    return BundleRunner(bundle, backend="trt", precision=precision)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_matches_the_reference(bundle, setup, precision):
-    from silo_rt.runtime import BundleRunner
-    from silo_rt.runtime.restore import tensorrt_available
-
-    if not tensorrt_available():
-        pytest.skip("TensorRT is not usable here")
-    runner = BundleRunner(bundle, backend="trt", precision=precision)
-    ours = runner.restore(setup["y"], seed=setup["options"].seed)
+    runner = _runner(bundle, precision)
+    try:
+        ours = runner.restore(setup["y"], seed=setup["options"].seed)
+    finally:
+        runner.graphs.close()
     error = rel(ours, setup["reference"])
     print(f"\nTensorRT {precision} vs reference: {error:.2e}")
     assert error < (1e-3 if precision == "fp32" else FP16_TOLERANCE)
+
+
+def test_tensorrt_graphs_are_captured_once_and_freed(bundle, setup):
+    runner = _runner(bundle, "fp32")
+    with runner.graphs as graphs:
+        first = runner.restore(setup["y"], seed=setup["options"].seed)
+        captured = graphs._step_graphs
+        assert captured is not None and len(captured) == 2
+        second = runner.restore(setup["y"], seed=setup["options"].seed)
+        assert graphs._step_graphs is captured  # replayed, not re-captured
+        timesteps, coefficients = runner.schedule()
+        steps = len(timesteps) + 3  # a longer schedule: the tables grow, the graphs stay
+        shape = tuple(runner.manifest["latent_shape"])
+        z = np.zeros(shape, np.float32)
+        graphs.run_steps(z, z, runner.context, np.resize(timesteps, steps),
+                         np.resize(coefficients, (steps, 5)),
+                         np.zeros((steps, *shape), np.float32), 0.5, 0.02)
+        assert graphs._step_graphs is captured and graphs._capacity == steps
+    np.testing.assert_array_equal(first, second)
+    assert graphs.stream is None and not graphs.engines and graphs.activations is None

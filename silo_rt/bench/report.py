@@ -27,6 +27,9 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
     floor         {step_flops, matmul_gflops, floor_step_ms,
                    gpu_matmul_gflops?, gpu_floor_step_ms? (when a GPU backend ran)}
                   achieved_fraction = floor_step_ms / median_ms (the GPU floor for GPU backends)
+    failed        {backend: one-line error} for backends that raised (optional; absent in
+                  results written before it existed). A failing backend never stops the
+                  run: the others are still timed and reported; see :func:`all_failed`.
 """
 
 from __future__ import annotations
@@ -52,6 +55,15 @@ def validate(result: dict) -> None:
             raise ValueError("restoration entry incomplete")
     if not {"step_flops", "matmul_gflops", "floor_step_ms"} <= set(result["floor"]):
         raise ValueError("floor entry incomplete")
+    failed = result.get("failed", {})
+    if not isinstance(failed, dict) or not all(isinstance(v, str) for v in failed.values()):
+        raise ValueError("failed must map backend names to error lines")
+
+
+def all_failed(result: dict) -> bool:
+    """True when every requested backend failed (the CLI's cue for a non-zero exit)."""
+    failed = result.get("failed") or {}
+    return bool(failed) and set(result["config"]["backends"]) <= set(failed)
 
 
 def _speedup(entry: dict) -> str:
@@ -77,6 +89,8 @@ def _rows(result: dict) -> list[list[str]]:
             extra += f", image rel. diff {r['rel_diff_vs_torch']:.1e}"
         rows.append([r["backend"], f"restore {r['steps']} steps",
                      f"{r['total_s'] * 1e3:.0f}", f"{r['per_step_ms']:.2f}/step", extra])
+    for backend, error in (result.get("failed") or {}).items():
+        rows.append([backend, "failed", "-", "-", error.replace("|", "/")])
     for b in result["baselines"]:
         extra = (f"SILO step = {b['silo_time_ratio']:.2f}x its time"
                  if "silo_time_ratio" in b else "")

@@ -134,9 +134,7 @@ def run_bench(config: BenchConfig) -> dict:
     """Run the benchmark; returns the JSON-ready result (schema in :mod:`.report`)."""
     import torch
 
-    from ..export.graphs import UNetOperatorGraph, VaeDecoderGraph, VaeEncoderGraph
     from ..prior import load_prior
-    from ..sampler import SamplingOptions, restore
     from ..schedule import from_scheduler
     from ..step import GuidedStep
 
@@ -171,63 +169,30 @@ def run_bench(config: BenchConfig) -> dict:
     export_s = None
     step_calls = {}  # CPU backends' one-step callables, timed interleaved below
     restore_calls = {}  # and their whole restorations
+    shared = _Shared(prior, operator, op_config, config, image_size, step, step_inputs,
+                     context, latent, y, rng, record, restorations, step_calls, restore_calls)
+    failed = {}  # backend -> one-line error; the other backends still run
     for backend in config.backends:
         _say(config, f"timing {backend}")
-        if backend == "torch":
-            graphs = {"unet_h": UNetOperatorGraph(step),
-                      "vae_encoder": VaeEncoderGraph(prior, config.task, image_size),
-                      "vae_decoder": VaeDecoderGraph(prior)}
-            feeds = {"unet_h": (step_inputs[0], step_inputs[1], step_inputs[2], context,
-                                step_inputs[7]),
-                     "vae_encoder": (torch.from_numpy(y), torch.zeros(latent)),
-                     "vae_decoder": (step_inputs[0],)}
-            for name, module in graphs.items():
-                with torch.no_grad():
-                    record(backend, name, time_calls(lambda m=module, f=feeds[name]: m(*f),
-                                                     warm, reps))
-            step_calls[backend] = lambda: step(*step_inputs)
-            if config.restoration:
-                options = SamplingOptions(config.task, steps=config.steps)
-                restore_calls[backend] = (
-                    lambda o=options: restore(prior, operator, config.arch,
-                                              torch.from_numpy(y), o))
-        elif backend in ("torch-cuda", "torch-cuda-graph"):
-            _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record,
-                             restorations)
-        else:
-            from ..runtime import BundleRunner
-
-            path, export_s = _bundle(prior, operator, op_config, config, image_size)
-            if backend.startswith("trt"):
-                runner = BundleRunner(path, backend="trt", precision=backend.split("-")[1],
-                                      verify=False, log=lambda line: _say(config, line))
-                _time_bundle_runner(backend, runner, step_inputs, y, config, record,
-                                    restorations)
-                memory[backend] = peak_rss_mib()
-                continue
-            runner = BundleRunner(path, threads=config.threads, verify=False)
-            for name in ("unet_h", "vae_encoder", "vae_decoder"):
-                if name not in runner.manifest["graphs"]:
-                    continue
-                session = runner.graphs.session(name)
-                feeds = {i.name: _feed(i, rng) for i in session.get_inputs()}
-                if name == "vae_encoder":
-                    feeds["measurement"] = y
-                record(backend, name, time_calls(lambda s=session, f=feeds: s.run(None, f),
-                                                 warm, reps))
-            arrays = [t.numpy() for t in step_inputs]
-            step_calls[backend] = runner.graphs.single_step(
-                arrays[0], arrays[4], runner.context, arrays[1], arrays[2], arrays[3], 0.5, 0.02)
-            if config.restoration and runner.steps == config.steps:
-                runner.restore(y)  # warm-up: sessions and arenas
-                restore_calls[backend] = lambda r=runner: r.restore(y)
+        try:
+            if backend == "torch":
+                _time_torch(shared)
+            elif backend in ("torch-cuda", "torch-cuda-graph"):
+                _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record,
+                                 restorations)
+            else:
+                export_s = _time_bundle(backend, shared) or export_s
+        except Exception as exc:  # any failure of one backend is recorded, never fatal
+            failed[backend] = _one_line(exc)
+            _say(config, f"  {backend} failed: {failed[backend]}")
         memory[backend] = peak_rss_mib()
 
-    for backend, stats in _interleaved(step_calls, warm, reps).items():
+    for backend, stats in _interleaved(step_calls, warm, reps, failed=failed).items():
         stats.pop("output")
         record(backend, "step", stats)
     _say(config, f"timing {config.steps}-step restorations x{config.restore_reps}")
-    timed = _interleaved(restore_calls, 0, config.restore_reps, settle=False)
+    restore_calls = {b: call for b, call in restore_calls.items() if b not in failed}
+    timed = _interleaved(restore_calls, 0, config.restore_reps, settle=False, failed=failed)
     images = {b: np.asarray(stats.pop("output"), np.float64) for b, stats in timed.items()}
     for backend, stats in timed.items():
         entry = {**_restoration(backend, config.steps, stats["median_ms"] / 1e3),
@@ -249,7 +214,7 @@ def run_bench(config: BenchConfig) -> dict:
     gflops = matmul_gflops(config.threads)
     floor = {"step_flops": flops, "matmul_gflops": gflops,
              "floor_step_ms": flops / (gflops * 1e9) * 1e3}
-    if set(config.backends) & set(GPU_BACKENDS):
+    if (set(config.backends) - set(failed)) & set(GPU_BACKENDS):
         gpu = gpu_matmul_gflops()
         floor.update(gpu_matmul_gflops=gpu, gpu_floor_step_ms=flops / (gpu * 1e9) * 1e3)
     result = {
@@ -268,9 +233,99 @@ def run_bench(config: BenchConfig) -> dict:
         "baselines": baselines,
         "peak_rss_mib": memory,
         "floor": floor,
+        "failed": failed,
     }
     _derive(result)
     return result
+
+
+@dataclass
+class _Shared:
+    """What every backend's timing needs: the prior, the inputs, and where results go."""
+
+    prior: object
+    operator: object
+    op_config: object
+    config: BenchConfig
+    image_size: int
+    step: object
+    step_inputs: tuple
+    context: object
+    latent: tuple
+    y: np.ndarray
+    rng: np.random.Generator
+    record: object
+    restorations: list
+    step_calls: dict
+    restore_calls: dict
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: SiloError's message, else ``Type: first line``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, SiloError):
+        return text or "SiloError"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _time_torch(s: _Shared) -> None:
+    """PyTorch eager on the CPU: each graph, and the step and restoration (interleaved)."""
+    import torch
+
+    from ..export.graphs import UNetOperatorGraph, VaeDecoderGraph, VaeEncoderGraph
+    from ..sampler import SamplingOptions, restore
+
+    config, inputs = s.config, s.step_inputs
+    graphs = {"unet_h": UNetOperatorGraph(s.step),
+              "vae_encoder": VaeEncoderGraph(s.prior, config.task, s.image_size),
+              "vae_decoder": VaeDecoderGraph(s.prior)}
+    feeds = {"unet_h": (inputs[0], inputs[1], inputs[2], s.context, inputs[7]),
+             "vae_encoder": (torch.from_numpy(s.y), torch.zeros(s.latent)),
+             "vae_decoder": (inputs[0],)}
+    for name, module in graphs.items():
+        with torch.no_grad():
+            s.record("torch", name, time_calls(lambda m=module, f=feeds[name]: m(*f),
+                                               config.warmup, config.reps))
+    s.step_calls["torch"] = lambda: s.step(*inputs)
+    if config.restoration:
+        options = SamplingOptions(config.task, steps=config.steps)
+        s.restore_calls["torch"] = (
+            lambda o=options: restore(s.prior, s.operator, config.arch,
+                                      torch.from_numpy(s.y), o))
+
+
+def _time_bundle(backend: str, s: _Shared) -> float | None:
+    """ort or trt-*: export (or reuse) the bench bundle and time it; returns export seconds."""
+    from ..runtime import BundleRunner
+
+    config = s.config
+    path, export_s = _bundle(s.prior, s.operator, s.op_config, config, s.image_size)
+    if backend.startswith("trt"):
+        runner = BundleRunner(path, backend="trt", precision=backend.split("-")[1],
+                              verify=False, log=lambda line: _say(config, line))
+        try:
+            _time_bundle_runner(backend, runner, s.step_inputs, s.y, config, s.record,
+                                s.restorations)
+        finally:
+            runner.graphs.close()  # GPU memory back before the next backend
+        return export_s
+    runner = BundleRunner(path, threads=config.threads, verify=False)
+    for name in ("unet_h", "vae_encoder", "vae_decoder"):
+        if name not in runner.manifest["graphs"]:
+            continue
+        session = runner.graphs.session(name)
+        feeds = {i.name: _feed(i, s.rng) for i in session.get_inputs()}
+        if name == "vae_encoder":
+            feeds["measurement"] = s.y
+        s.record(backend, name, time_calls(lambda ses=session, f=feeds: ses.run(None, f),
+                                           config.warmup, config.reps))
+    arrays = [t.numpy() for t in s.step_inputs]
+    s.step_calls[backend] = runner.graphs.single_step(
+        arrays[0], arrays[4], runner.context, arrays[1], arrays[2], arrays[3], 0.5, 0.02)
+    if config.restoration and runner.steps == config.steps:
+        runner.restore(s.y)  # warm-up: sessions and arenas
+        s.restore_calls[backend] = lambda r=runner: r.restore(s.y)
+    return export_s
 
 
 def _feed(info, rng):
@@ -283,7 +338,8 @@ def _feed(info, rng):
     return rng.standard_normal(info.shape).astype(np.float32)
 
 
-def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True) -> dict:
+def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True,
+                 failed: dict | None = None) -> dict:
     """Time each callable ``reps`` times, round-robin, so machine noise hits all alike.
 
     Each result keeps its ``samples_ms`` in round order, so rep ``i`` of two backends ran
@@ -292,15 +348,25 @@ def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True) -> di
     With ``settle``, each timed call follows an untimed one of the same backend: ONNX
     Runtime's worker threads spin for a while after a run, which would otherwise slow the
     next backend's short call.
+
+    A callable that raises is dropped from the rounds and its error goes to ``failed``
+    (without ``failed`` the exception propagates).
     """
     samples = {name: [] for name in calls}
-    last = {}
+    last, active = {}, dict(calls)
     for rep in range(warmup + reps):
-        for name, call in calls.items():
-            if settle:
-                call()
-            start = time.perf_counter()
-            last[name] = call()
+        for name, call in list(active.items()):
+            try:
+                if settle:
+                    call()
+                start = time.perf_counter()
+                last[name] = call()
+            except Exception as exc:
+                if failed is None:
+                    raise
+                failed[name] = _one_line(exc)
+                del active[name], samples[name]
+                continue
             if rep >= warmup:
                 samples[name].append(time.perf_counter() - start)
     return {name: {**summarize(values), "samples_ms": [v * 1e3 for v in values],
@@ -334,15 +400,29 @@ def _time_bundle_runner(backend, runner, step_inputs, y, config, record, restora
 
 def _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record, restorations):
     """The PyTorch reference on the GPU, eager or replaying a CUDA graph."""
+    from ..torch_cuda import require_cuda
+
+    device = require_cuda()
+    modules = (prior.unet, prior.vae, prior.text_encoder, operator)
+    try:
+        for module in modules:
+            module.to(device)
+        _time_cuda_loop(backend, prior, operator, config, step_inputs, y, record,
+                        restorations, device)
+    finally:
+        for module in modules:  # back on the CPU, also after a failure
+            module.to("cpu")
+
+
+def _time_cuda_loop(backend, prior, operator, config, step_inputs, y, record, restorations,
+                    device):
+    """Step latency (whole loop / steps, one sync at the end) and a full restoration."""
     import torch
 
     from ..sampler import SamplingOptions
     from ..step import GuidedStep
-    from ..torch_cuda import CudaStepLoop, require_cuda, restore_cuda
+    from ..torch_cuda import CudaStepLoop, restore_cuda
 
-    device = require_cuda()
-    for module in (prior.unet, prior.vae, prior.text_encoder, operator):
-        module.to(device)
     use_graph = backend == "torch-cuda-graph"
     loop = CudaStepLoop(GuidedStep(prior, operator, config.arch), use_graph)
     z, timestep, coefficients, noise, w, _, context, _ = (t.to(device) for t in step_inputs)
@@ -365,8 +445,6 @@ def _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record, r
         start = time.perf_counter()
         restore_cuda(prior, operator, config.arch, torch.from_numpy(y), options, use_graph)
         restorations.append(_restoration(backend, config.steps, time.perf_counter() - start))
-    for module in (prior.unet, prior.vae, prior.text_encoder, operator):
-        module.to("cpu")
 
 
 def _baseline_step(prior, config, method, y, step_inputs, context):

@@ -1,13 +1,20 @@
-"""The TensorRT backend: persistent device buffers, one stream, CUDA-graph replay per step.
+"""The TensorRT backend: one object per plan, one stream, CUDA graphs captured once.
 
-Memory: every IO tensor gets one persistent device buffer; the engines share one activation
-block (they run one after another). The step loop uploads all per-step inputs once, captures
-two CUDA graphs of the step engine (z ping-pongs between two buffers, so graph A reads buffer
-1 and writes buffer 2, graph B the reverse) and replays them T times; before each replay three
-small device-to-device copies load that step's timestep, coefficients and noise. The host
-synchronises once, at the end, then checks every step's loss for NaN/Inf.
+Lifetimes follow TensorRT's ``demo/Diffusion``: an :class:`Engine` owns its deserialized
+engine, execution context, IO device buffers and the CUDA graphs captured from it;
+:class:`TrtGraphs` owns the stream, the activation block the engines share (they run one
+after another) and the engines. ``close()`` (or leaving a ``with`` block) frees all of it.
 
-Needs TensorRT (``tensorrt`` or ``tensorrt_rtx``) and cuda-python; no torch.
+The step loop: z ping-pongs between two buffers, so graph A reads buffer 1 and writes
+buffer 2, graph B the reverse. Both graphs are captured on the first ``run_steps`` and
+replayed by every later one. The per-step tables (timesteps, coefficients, noise, losses)
+live in device buffers sized for the longest schedule seen (reallocated only when a longer
+one comes; the graphs never read them directly): before each replay three small
+device-to-device copies load that step's entries into the step engine's input buffers. The
+host synchronises once, at the end, then checks every step's loss for NaN/Inf.
+
+Every cuda-python status and every ``execute_async_v3`` result is checked. Needs TensorRT
+(``tensorrt`` or ``tensorrt_rtx``) and cuda-python; no torch.
 """
 
 from __future__ import annotations
@@ -22,8 +29,12 @@ from .engines import (
     build_engines,
     check_plan_entry,
     current_key,
+    engine_device_memory,
+    engine_sources,
+    explain_invalid_plan,
     import_tensorrt,
     select_engines,
+    set_context_memory,
     verify_engine_files,
 )
 from .finite import check_losses
@@ -33,44 +44,149 @@ def _cudart():
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
-        from cuda import cudart
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise SiloError("cuda-python is not installed (pip install cuda-python)") from None
     return cudart
 
 
-def _ok(result):
+def _ok(result, what: str = "CUDA call"):
     """Unpack a cuda-python ``(error, *values)`` tuple, raising on error."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise SiloError(f"CUDA error: {err}")
+        raise SiloError(f"{what} failed: {err}")
     return values[0] if len(values) == 1 else values
 
 
 class DeviceBuffer:
-    """``nbytes`` of device memory, freed with the object."""
+    """``nbytes`` of device memory; :meth:`free` releases it (checked)."""
 
     def __init__(self, nbytes: int):
         self._cudart = _cudart()
         self.nbytes = max(int(nbytes), 4)
-        self.ptr = _ok(self._cudart.cudaMalloc(self.nbytes))
+        self.ptr = _ok(self._cudart.cudaMalloc(self.nbytes), "cudaMalloc")
 
     def upload(self, array: np.ndarray, stream) -> None:
         array = np.ascontiguousarray(array)
+        if array.nbytes > self.nbytes:
+            raise SiloError(f"{array.nbytes} bytes do not fit a {self.nbytes}-byte buffer")
         _ok(self._cudart.cudaMemcpyAsync(self.ptr, array.ctypes.data, array.nbytes,
                                          self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
-                                         stream))
+                                         stream), "cudaMemcpyAsync (upload)")
+        # the host array must outlive the copy: synchronise before it can be freed
+        _ok(self._cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
-    def download(self, shape, dtype, stream) -> np.ndarray:
+    def download(self, shape, dtype, stream, ptr: int | None = None) -> np.ndarray:
         out = np.empty(shape, dtype)
-        _ok(self._cudart.cudaMemcpyAsync(out.ctypes.data, self.ptr, out.nbytes,
+        _ok(self._cudart.cudaMemcpyAsync(out.ctypes.data, self.ptr if ptr is None else ptr,
+                                         out.nbytes,
                                          self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                                         stream))
-        _ok(self._cudart.cudaStreamSynchronize(stream))
+                                         stream), "cudaMemcpyAsync (download)")
+        _ok(self._cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         return out
 
-    def __del__(self):
+    def free(self) -> None:
+        if self.ptr:
+            ptr, self.ptr = self.ptr, None
+            _ok(self._cudart.cudaFree(ptr), "cudaFree")
+
+    def __del__(self):  # a fallback for buffers never closed; errors cannot be raised here
         if getattr(self, "ptr", None):
             self._cudart.cudaFree(self.ptr)
             self.ptr = None
+
+
+class Engine:
+    """One plan: its engine, execution context, IO buffers and captured CUDA graphs.
+
+    Args:
+        trt: the TensorRT module; runtime: a ``trt.Runtime``; path: the ``.plan`` file.
+    """
+
+    def __init__(self, trt, runtime, path: Path):
+        self._trt, self._cudart = trt, _cudart()
+        self.name = path.stem
+        data = path.read_bytes()
+        self.engine = runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise SiloError(f"TensorRT cannot load {path}: "
+                            f"{explain_invalid_plan(trt, runtime, data)}")
+        self.context = None
+        self.buffers: dict[str, DeviceBuffer] = {}
+        self.tensors: dict[str, tuple[tuple, np.dtype, bool]] = {}  # shape, dtype, is input
+        self._graphs: list = []  # (cudaGraph_t, cudaGraphExec_t)
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            shape = tuple(self.engine.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            self.tensors[name] = (shape, dtype, is_input)
+
+    @property
+    def device_memory(self) -> int:
+        return engine_device_memory(self.engine)
+
+    @property
+    def outputs(self) -> list[str]:
+        return [n for n, (_, _, is_input) in self.tensors.items() if not is_input]
+
+    def activate(self, activations: DeviceBuffer) -> None:
+        """Create the context on the shared activation block and one buffer per IO tensor."""
+        strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        self.context = self.engine.create_execution_context(strategy)
+        if self.context is None:
+            raise SiloError(f"TensorRT could not create an execution context for {self.name}")
+        set_context_memory(self.context, activations.ptr, activations.nbytes)
+        for name, (shape, dtype, _) in self.tensors.items():
+            self.buffers[name] = DeviceBuffer(int(np.prod(shape, dtype=np.int64))
+                                              * dtype.itemsize)
+            self.bind(name, self.buffers[name].ptr)
+
+    def bind(self, name: str, ptr: int) -> None:
+        if not self.context.set_tensor_address(name, ptr):
+            raise SiloError(f"TensorRT refused the address of {self.name}.{name}")
+
+    def execute(self, stream) -> None:
+        if not self.context.execute_async_v3(stream):
+            raise SiloError(f"TensorRT failed to run {self.name}")
+
+    def capture(self, stream):
+        """Warm up with the current addresses, then capture one execution; returns the
+        instantiated graph (owned by this engine)."""
+        cudart = self._cudart
+        self.execute(stream)  # first run: lazy initialisation must not land in the graph
+        capturable = getattr(self.context, "is_stream_capturable", None)
+        if capturable is not None and not capturable(stream):
+            raise SiloError(f"TensorRT says {self.name} cannot be captured in a CUDA graph "
+                            "on this stream")
+        _ok(cudart.cudaStreamBeginCapture(
+            stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
+            "cudaStreamBeginCapture")
+        launched = self.context.execute_async_v3(stream)
+        graph = _ok(cudart.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
+        if not launched:
+            _ok(cudart.cudaGraphDestroy(graph), "cudaGraphDestroy")
+            raise SiloError(f"TensorRT failed to run {self.name} during CUDA-graph capture")
+        try:
+            executable = _ok(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        except SiloError:
+            _ok(cudart.cudaGraphDestroy(graph), "cudaGraphDestroy")
+            raise
+        self._graphs.append((graph, executable))
+        return executable
+
+    def close(self) -> None:
+        """Destroy the graphs, free the buffers, release context and engine."""
+        while self._graphs:
+            graph, executable = self._graphs.pop()
+            _ok(self._cudart.cudaGraphExecDestroy(executable), "cudaGraphExecDestroy")
+            _ok(self._cudart.cudaGraphDestroy(graph), "cudaGraphDestroy")
+        for buffer in self.buffers.values():
+            buffer.free()
+        self.buffers.clear()
+        self.context = None  # the context goes before its engine
+        self.engine = None
 
 
 class TrtGraphs:
@@ -78,16 +194,16 @@ class TrtGraphs:
 
     Args:
         bundle, manifest: the verified bundle.
-        precision: ``fp32`` or ``fp16``.
-        build_config: used when engines must be built; default keeps the VAE FP32.
+        precision: ``fp32`` or ``fp16`` (fp16 needs the bundle's ``step_fp16`` graph).
+        build_config: used when engines must be built.
         log: progress lines (engine builds).
     """
 
     def __init__(self, bundle: Path, manifest: dict, precision: str = "fp16",
                  build_config: EngineBuildConfig | None = None, log=lambda line: None):
         trt, self.flavor = import_tensorrt()
-        self._trt = trt
-        self._cudart = _cudart()
+        self._trt, self._cudart = trt, _cudart()
+        engine_sources(manifest, precision)  # refuse fp16 without step_fp16 before any build
         key = current_key(precision)
         entry = select_engines(manifest, key)
         if entry is None:
@@ -96,64 +212,90 @@ class TrtGraphs:
                                   build_config or EngineBuildConfig(precision=precision), log)
         check_plan_entry(entry, key)
         paths = verify_engine_files(bundle, entry)
-        self.key = key
-        self.manifest = manifest
-        self.stream = _ok(self._cudart.cudaStreamCreate())
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engines = {}
-        for graph, path in paths.items():
-            engine = runtime.deserialize_cuda_engine(path.read_bytes())
-            if engine is None:
-                raise SiloError(f"TensorRT could not load {path} (built by another version?)")
-            self.engines[graph] = engine
-        sizes = [getattr(e, "device_memory_size_v2", None) or e.device_memory_size
-                 for e in self.engines.values()]
-        self.activations = DeviceBuffer(max(sizes))  # shared: engines run one at a time
-        self.contexts, self.buffers, self.shapes = {}, {}, {}
-        strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
-        for graph, engine in self.engines.items():
-            context = engine.create_execution_context(strategy)
-            if hasattr(context, "set_device_memory"):
-                context.set_device_memory(self.activations.ptr, self.activations.nbytes)
-            else:
-                context.device_memory = self.activations.ptr
-            self.contexts[graph] = context
-            self.buffers[graph], self.shapes[graph] = {}, {}
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
-                shape = tuple(engine.get_tensor_shape(name))
-                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-                buffer = DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-                context.set_tensor_address(name, buffer.ptr)
-                self.buffers[graph][name] = buffer
-                self.shapes[graph][name] = (shape, dtype)
+        self.key, self.manifest = key, manifest
+        self.engines: dict[str, Engine] = {}
+        self.stream = self.activations = None
+        self._tables: dict[str, DeviceBuffer] = {}
+        self._capacity = 0  # steps the tables hold
+        self._z_other: DeviceBuffer | None = None
+        self._step_graphs: list | None = None
+        try:
+            self.stream = _ok(self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            for graph, path in paths.items():
+                self.engines[graph] = Engine(trt, runtime, path)
+            self.activations = DeviceBuffer(max(e.device_memory for e in self.engines.values()))
+            for engine in self.engines.values():
+                engine.activate(self.activations)
+        except BaseException:
+            self.close()
+            raise
 
-    def _is_input(self, graph, name) -> bool:
-        return (self.engines[graph].get_tensor_mode(name) == self._trt.TensorIOMode.INPUT)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Free graphs, buffers, contexts, engines and the stream (idempotent)."""
+        if self.stream is not None:
+            _ok(self._cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        for engine in self.engines.values():
+            engine.close()
+        self.engines.clear()
+        self._step_graphs = None
+        for buffer in [*self._tables.values(), self._z_other, self.activations]:
+            if buffer is not None:
+                buffer.free()
+        self._tables.clear()
+        self._capacity, self._z_other, self.activations = 0, None, None
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            _ok(self._cudart.cudaStreamDestroy(stream), "cudaStreamDestroy")
 
     def run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run one engine on host arrays; returns its outputs as host arrays."""
+        engine = self.engines[graph]
         for name, array in inputs.items():
-            shape, dtype = self.shapes[graph][name]
-            self.buffers[graph][name].upload(np.asarray(array, dtype).reshape(shape),
-                                             self.stream)
-        if not self.contexts[graph].execute_async_v3(self.stream):
-            raise SiloError(f"TensorRT failed to run {graph}")
-        return [self.buffers[graph][n].download(*self.shapes[graph][n], self.stream)
-                for n in self.shapes[graph] if not self._is_input(graph, n)]
+            shape, dtype, _ = engine.tensors[name]
+            engine.buffers[name].upload(np.asarray(array, dtype).reshape(shape), self.stream)
+        engine.execute(self.stream)
+        return [engine.buffers[n].download(*engine.tensors[n][:2], self.stream)
+                for n in engine.outputs]
 
     def _d2d(self, dst: int, src: int, nbytes: int) -> None:
         _ok(self._cudart.cudaMemcpyAsync(dst, src, nbytes,
                                          self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
-                                         self.stream))
+                                         self.stream), "cudaMemcpyAsync (device to device)")
 
-    def _capture(self, context) -> object:
-        cudart = self._cudart
-        _ok(cudart.cudaStreamBeginCapture(
-            self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
-        context.execute_async_v3(self.stream)
-        graph = _ok(cudart.cudaStreamEndCapture(self.stream))
-        return _ok(cudart.cudaGraphInstantiate(graph, 0))
+    def _ensure_tables(self, steps: int, latent_bytes: int) -> None:
+        """Per-step device tables for ``steps`` steps (grown, never shrunk)."""
+        if steps <= self._capacity:
+            return
+        for buffer in self._tables.values():
+            buffer.free()
+        self._tables = {"timesteps": DeviceBuffer(steps * 4),
+                        "coefficients": DeviceBuffer(steps * 5 * 4),
+                        "noise": DeviceBuffer(steps * latent_bytes),
+                        "losses": DeviceBuffer(steps * 4)}
+        self._capacity = steps
+
+    def _capture_step_graphs(self) -> list:
+        """The two ping-pong step graphs, captured on first use and kept for the runner."""
+        if self._step_graphs is None:
+            step = self.engines["step"]
+            z_t = step.buffers["z_t"]
+            self._z_other = DeviceBuffer(z_t.nbytes)
+            graphs = []
+            for src, dst in ((z_t.ptr, self._z_other.ptr), (self._z_other.ptr, z_t.ptr)):
+                step.bind("z_t", src)
+                step.bind("z_prev", dst)
+                graphs.append(step.capture(self.stream))
+            step.bind("z_t", z_t.ptr)
+            step.bind("z_prev", step.buffers["z_prev"].ptr)
+            self._step_graphs = graphs
+        return self._step_graphs
 
     def run_steps(self, z, w, context, timesteps, coefficients, noise, eta, sigma_y,
                   cfg_scale=None, callback=None, want_latents=False) -> np.ndarray:
@@ -162,49 +304,32 @@ class TrtGraphs:
         ``callback`` is called after the loop (the host does not wait per step), with each
         step's loss and no latent.
         """
-        graph = "step"
-        ctx = self.contexts[graph]
-        buf, stream = self.buffers[graph], self.stream
+        step, stream = self.engines["step"], self.stream
+        buf = step.buffers
         steps = len(timesteps)
-        ts = DeviceBuffer(steps * 4)
-        ts.upload(np.asarray(timesteps, np.float32), stream)
-        cs = DeviceBuffer(steps * 5 * 4)
-        cs.upload(np.asarray(coefficients, np.float32), stream)
-        ns = DeviceBuffer(noise.nbytes)
-        ns.upload(np.asarray(noise, np.float32), stream)
-        losses = DeviceBuffer(steps * 4)
+        latent_bytes = buf["z_t"].nbytes
+        graphs = self._capture_step_graphs()  # before any upload: warm-up writes z buffers
+        self._ensure_tables(steps, latent_bytes)
+        tables = self._tables
+        tables["timesteps"].upload(np.asarray(timesteps, np.float32), stream)
+        tables["coefficients"].upload(np.asarray(coefficients, np.float32), stream)
+        tables["noise"].upload(np.asarray(noise, np.float32), stream)
         constants = {"w": w, "eta": np.array([eta], np.float32), "context": context,
                      "sigma_y": np.array([sigma_y], np.float32)}
         if cfg_scale is not None:
             constants["cfg_scale"] = np.array([cfg_scale], np.float32)
         for name, array in constants.items():
             buf[name].upload(np.asarray(array, np.float32), stream)
-        other = DeviceBuffer(buf["z_t"].nbytes)  # the second half of the z ping-pong
-        pair = [(buf["z_t"].ptr, other.ptr), (other.ptr, buf["z_t"].ptr)]
-        execs = []
-        for src, dst in pair:
-            ctx.set_tensor_address("z_t", src)
-            ctx.set_tensor_address("z_prev", dst)
-            ctx.execute_async_v3(stream)  # warm-up with these addresses before capture
-            execs.append(self._capture(ctx))
         buf["z_t"].upload(np.asarray(z, np.float32), stream)
-        latent_bytes = buf["z_t"].nbytes
         for i in range(steps):
-            self._d2d(buf["timestep"].ptr, ts.ptr + 4 * i, 4)
-            self._d2d(buf["coefficients"].ptr, cs.ptr + 20 * i, 20)
-            self._d2d(buf["noise"].ptr, ns.ptr + latent_bytes * i, latent_bytes)
-            _ok(self._cudart.cudaGraphLaunch(execs[i % 2], stream))
-            self._d2d(losses.ptr + 4 * i, buf["loss"].ptr, 4)
-        final = pair[(steps - 1) % 2][1]
-        result = np.empty(z.shape, np.float32)
-        _ok(self._cudart.cudaMemcpyAsync(result.ctypes.data, final, result.nbytes,
-                                         self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                                         stream))
-        loss_values = losses.download((steps,), np.float32, stream)  # synchronises
-        for exec_graph in execs:
-            self._cudart.cudaGraphExecDestroy(exec_graph)
-        ctx.set_tensor_address("z_t", buf["z_t"].ptr)
-        ctx.set_tensor_address("z_prev", buf["z_prev"].ptr)
+            self._d2d(buf["timestep"].ptr, tables["timesteps"].ptr + 4 * i, 4)
+            self._d2d(buf["coefficients"].ptr, tables["coefficients"].ptr + 20 * i, 20)
+            self._d2d(buf["noise"].ptr, tables["noise"].ptr + latent_bytes * i, latent_bytes)
+            _ok(self._cudart.cudaGraphLaunch(graphs[i % 2], stream), "cudaGraphLaunch")
+            self._d2d(tables["losses"].ptr + 4 * i, buf["loss"].ptr, 4)
+        final = (self._z_other if steps % 2 else buf["z_t"]).ptr
+        result = buf["z_t"].download(np.shape(z), np.float32, stream, ptr=final)
+        loss_values = tables["losses"].download((steps,), np.float32, stream)
         check_losses(loss_values, timesteps)
         if not np.isfinite(result).all():
             raise SiloError("non-finite value in the final latent")
