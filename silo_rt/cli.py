@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .errors import SiloError
+from .resize import DEFAULT_RESIZER, RESIZERS
 from .tasks import DEFAULT_SIGMA_Y, TASKS
 
 TASK_HELP = "degradation: " + "; ".join(f"{t.name} = {t.description}" for t in TASKS.values())
@@ -25,6 +26,15 @@ pt_arch_option = click.option("--arch", type=click.Choice(["cnn", "readout"]), d
                               help="architecture of a plain .pt operator")
 task_option = click.option("--task", required=True, type=click.Choice(list(TASKS)),
                            help=TASK_HELP)
+resizer_option = click.option(
+    "--resizer", type=click.Choice(list(RESIZERS)), default=DEFAULT_RESIZER, show_default=True,
+    help="SR measurement model: dps = DPS's antialiased cubic resizer with symmetric borders "
+         "(the paper's), torch-bicubic = F.interpolate(bicubic, antialias=True)")
+time_input_option = click.option(
+    "--time-input", type=click.Choice(["unet", "none"]), default=None,
+    help="what a readout operator's time projection receives: unet = the UNet's timestep "
+         "embedding (the paper), none = nothing (how the authors' code samples with their "
+         "released readout files)  [default: as the operator file records]")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,9 +71,10 @@ def _progress(total: int, desc: str):
 @click.option("--seed", type=int, default=0, show_default=True, help="noise seed")
 @click.option("--size", type=int, default=None,
               help="centre-crop to a square and resize to SIZE px first (e.g. 512)")
+@resizer_option
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="measurement image to write (.png)")
-def degrade(image, task, sigma_y, seed, size, out):
+def degrade(image, task, sigma_y, seed, size, resizer, out):
     """Make a measurement y = A(x) + noise from a clean IMAGE.
 
     SR measurements are written at low resolution (e.g. 64x64 for sr8 on 512x512).
@@ -77,7 +88,7 @@ def degrade(image, task, sigma_y, seed, size, out):
     side = x.shape[-1]
     if x.shape[-2] != side:
         raise SiloError(f"{image} is {x.shape[-1]}x{x.shape[-2]}, not square; pass --size")
-    y = make_measurement(x, task, sigma_y, seed)
+    y = make_measurement(x, task, sigma_y, seed, resizer)
     write_image(out, y)
     click.echo(f"wrote {out} ({y.shape[-1]}x{y.shape[-2]}, task {task}, sigma_y {sigma_y})")
 
@@ -116,10 +127,11 @@ def _square_resize(x, size: int):
 @click.option("--checkpoint-every", type=int, default=500, show_default=True,
               help="save a resumable training state every N steps")
 @click.option("--resume", is_flag=True, help="continue from OUT.train-state/")
+@resizer_option
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="operator checkpoint to write (.safetensors)")
 def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, seed,
-          checkpoint_every, resume, out):
+          checkpoint_every, resume, resizer, out):
     """Train a latent operator H_theta for TASK (Eq. 20 of the paper, L1 loss).
 
     Writes OUT (weights + config), OUT.loss.jsonl (the loss per step) and OUT.train-state/
@@ -135,7 +147,7 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
     sigma_range = None if sigma_y_max is None else (0.0, sigma_y_max)
     prior = load_prior(model)
     options = TrainOptions(arch, task, data, out, steps, batch_size, lr, size, sigma_range,
-                           seed, checkpoint_every, resume)
+                           seed, checkpoint_every, resume, resizer)
     config = train_operator(prior, options)
     click.echo(f"wrote {out} ({config.arch} operator for {config.task}, "
                f"{config.image_size}px, {config.trained_steps} steps)")
@@ -196,8 +208,11 @@ def train_prior_command(part, data, out, architecture, steps, batch_size, lr, em
 
 @cli.command()
 @click.option("--operator", "operator_path", required=True, type=click.Path(path_type=Path),
-              help="trained operator (.safetensors, or a .pt state dict with --arch)")
+              help="trained operator: .safetensors, one of the SILO authors' released .pt files "
+                   "(e.g. trained_ckpt/CNN/sr_8_cnn_ffhq_operator.pt), or a .pt state dict "
+                   "with --arch")
 @pt_arch_option
+@time_input_option
 @click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--task", type=click.Choice(list(TASKS)), default=None,
               help="degradation [default: the operator's task]")
@@ -205,20 +220,27 @@ def train_prior_command(part, data, out, architecture, steps, batch_size, lr, em
               help="image side in px [default: the operator's training size]")
 @click.option("--batch", type=int, default=1, show_default=True,
               help="batch size the graphs are traced for (shapes are static)")
-@click.option("--steps", type=int, default=999, show_default=True, help="DDPM steps")
+@click.option("--steps", type=int, default=None,
+              help="DDPM steps [default: 999, or what the operator's makers used]")
 @click.option("--eta", type=float, default=None,
               help="consistency scale [default: 0.5, or 1.0 for ip]")
-@click.option("--prompt", default="", help="text condition, embedded into the bundle")
+@click.option("--prompt", default=None,
+              help="text condition, embedded into the bundle [default: empty, or the "
+                   "authors' prompt for their operators]")
 @click.option("--cfg", "cfg_scale", type=float, default=1.0, show_default=True,
               help="classifier-free guidance scale (1 = off; > 1 doubles the UNet batch)")
 @click.option("--sigma-y", type=float, default=DEFAULT_SIGMA_Y, help=SIGMA_HELP)
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
+              show_default=True,
+              help="fp16: also write step_fp16, the step with an fp16 UNet and H_theta (fp32 "
+                   "inputs, outputs, loss and update), for fp16 TensorRT engines")
+@click.option("--check", "checks", type=click.Choice(["trt"]), multiple=True,
+              help="trt: parse every graph with the installed TensorRT (or TensorRT-RTX, no GPU "
+                   "needed) and build it ahead of time; one verdict per graph, exit 1 if any "
+                   "graph is refused")
 @click.option("--engines", type=click.Choice(["none", "trt"]), default="none",
               show_default=True,
               help="also build TensorRT engines for this machine's GPU into the bundle")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16",
-              show_default=True, help="TensorRT engine precision (with --engines trt)")
-@click.option("--fp16-vae", is_flag=True,
-              help="build the VAE engines in fp16 too (SD-1.5's VAE can overflow in fp16)")
 @click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True,
               help="TensorRT builder optimisation level")
 @click.option("--weights", type=click.Choice(["fp32", "fp16"]), default="fp32",
@@ -230,8 +252,8 @@ def train_prior_command(part, data, out, architecture, steps, batch_size, lr, em
                    "restore)")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="bundle folder to write, e.g. engines/sr8-512")
-def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cfg_scale,
-           sigma_y, engines, precision, fp16_vae, opt_level, weights, no_unet_h, out):
+def export(operator_path, arch, time_input, model, task, size, batch, steps, eta, prompt,
+           cfg_scale, sigma_y, precision, checks, engines, opt_level, weights, no_unet_h, out):
     """Export a prior + operator to a bundle of ONNX graphs with a manifest.
 
     The bundle holds the VAE encoder and decoder, the UNet + H_theta forward, and the fused
@@ -252,31 +274,46 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
         from .runtime.engines import current_key
 
         current_key(precision)  # fail before the long export when TensorRT or a GPU is missing
+    if "trt" in checks:
+        from .runtime.engines import import_tensorrt
+
+        import_tensorrt()  # likewise: the check needs TensorRT (no GPU)
     started = time.perf_counter()
     prior = load_prior(model)
-    if task is None and not str(operator_path).endswith(".safetensors"):
-        raise SiloError("give --task for a plain .pt operator")
-    operator, config = load_operator(operator_path, prior, task, arch, size)
+    operator, config = load_operator(operator_path, prior, task, arch, size, time_input)
     task = task or config.task
     size = size or config.image_size
+    steps = config.recommended.get("steps", 999) if steps is None else steps
+    prompt = config.recommended.get("prompt", "") if prompt is None else prompt
     options = SamplingOptions(task, steps, eta, 0, prompt, cfg_scale, sigma_y)
     options.validate()
     click.echo(f"exporting {config.arch}/{task} at {size}px, batch {batch}, {steps} steps "
                f"to {out} (loaded in {time.perf_counter() - started:.1f} s)", err=True)
+    if config.source == "authors":
+        click.echo(f"  the SILO authors' {config.arch} operator ({config.time_input} time "
+                   f"input, {config.resizer} SR resizer, prompt {prompt!r})", err=True)
 
     def stage(name, seconds):
         click.echo(f"  {name:<12} {seconds:7.1f} s", err=True)
 
     manifest = export_bundle(prior, operator, config,
-                             ExportOptions(options, size, batch, not no_unet_h, weights), out,
-                             on_stage=stage)
+                             ExportOptions(options, size, batch, not no_unet_h, weights,
+                                           precision), out, on_stage=stage)
+    refused = []
+    if "trt" in checks:
+        from .runtime.engines import check_bundle_with_tensorrt
+
+        verdicts = check_bundle_with_tensorrt(out, manifest,
+                                              log=lambda line: click.echo(line, err=True))
+        refused = [v.graph for v in verdicts if v.ok is False]
     if engines == "trt":
         from .runtime.engines import EngineBuildConfig, build_engines
 
-        build_engines(out, manifest,
-                      EngineBuildConfig(precision, not fp16_vae, opt_level),
+        build_engines(out, manifest, EngineBuildConfig(precision, True, opt_level),
                       log=lambda line: click.echo(line, err=True))
     click.echo(f"wrote bundle {out} in {time.perf_counter() - started:.1f} s")
+    if refused:
+        raise SiloError(f"TensorRT refused {', '.join(refused)} (see above)", exit_code=1)
 
 
 @cli.command()
@@ -288,25 +325,30 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
                    "required with --model]")
 @click.option("--model", default=None, help=MODEL_HELP + " (torch backend)")
 @click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
-              help="trained operator, .safetensors or .pt with --arch (torch backend)")
+              help="trained operator (torch backend): .safetensors, an authors' released .pt, "
+                   "or a .pt state dict with --arch")
 @pt_arch_option
+@time_input_option
 @click.option("--backend", type=click.Choice(["auto", "torch", "torch-cuda", "ort", "trt"]),
               default="auto", show_default=True,
               help="torch = PyTorch reference on the CPU, torch-cuda = the same on a GPU with a "
                    "CUDA graph (both need --model/--operator); ort = ONNX Runtime, trt = "
                    "TensorRT with CUDA graphs (both run a --bundle); auto = with a bundle, "
                    "TensorRT when usable, else ONNX Runtime; without one, torch")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16",
-              show_default=True, help="TensorRT engine precision (trt backend)")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default=None,
+              help="precision of a bundle's step: fp16 needs a bundle exported with "
+                   "--precision fp16  [default: fp16 with trt, fp32 with ort]")
 @click.option("--threads", type=int, default=None,
               help="CPU threads for ONNX Runtime [default: all cores]")
 @click.option("--steps", type=int, default=None,
-              help="DDPM steps [default: 999, or the count a bundle was exported with]")
+              help="DDPM steps [default: the count a bundle was exported with; 999 or the "
+                   "operator makers' count with --model]")
 @click.option("--eta", type=float, default=None,
               help="consistency scale [default: the bundle's, or 0.5 / 1.0 for ip]")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prompt", default="", help="text condition (torch backend; a bundle embeds "
-                                          "its prompt at export)")
+@click.option("--prompt", default=None,
+              help="text condition (torch backend; a bundle embeds its prompt at export)  "
+                   "[default: empty, or the authors' prompt for their operators]")
 @click.option("--cfg", "cfg_scale", type=float, default=1.0, show_default=True,
               help="classifier-free guidance scale, 1 = off (torch backend)")
 @click.option("--sigma-y", type=float, default=None, help=SIGMA_HELP)
@@ -321,9 +363,9 @@ def export(operator_path, arch, model, task, size, batch, steps, eta, prompt, cf
               help="make the result agree exactly with the measurement (ip: copy the "
                    "observed pixels; sr4/sr8: replace what the low-resolution image "
                    "determines), keeping only the model's detail")
-def restore(measurement, bundle, task, model, operator_path, arch, backend, precision, threads,
-            steps, eta, seed, prompt, cfg_scale, sigma_y, out, compare_path, reference,
-            keep_measured):
+def restore(measurement, bundle, task, model, operator_path, arch, time_input, backend,
+            precision, threads, steps, eta, seed, prompt, cfg_scale, sigma_y, out, compare_path,
+            reference, keep_measured):
     """Restore a MEASUREMENT image with SILO (Algorithm 1).
 
     From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed), with the PyTorch reference
@@ -345,8 +387,8 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
         raise SiloError(f"the {backend} backend runs a bundle: give --bundle "
                         "(see `silo-rt export`)")
     torch_backend = backend in ("torch", "torch-cuda")
-    if torch_backend and (model is None or operator_path is None or task is None):
-        raise SiloError(f"the {backend} backend needs --task, --model and --operator")
+    if torch_backend and (model is None or operator_path is None):
+        raise SiloError(f"the {backend} backend needs --model and --operator")
     if seed < 0:
         raise SiloError(f"--seed must be >= 0, got {seed}")
     for path in (out, compare_path):
@@ -360,12 +402,13 @@ def restore(measurement, bundle, task, model, operator_path, arch, backend, prec
     else:
         from . import consistency
 
-        if keep_measured:
+        if keep_measured and task is not None:
             consistency.check_keep_measured(task)
-        x, label = _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt,
-                                  cfg_scale, sigma_y, cuda=backend == "torch-cuda")
+        x, label, config = _restore_torch(y, task, model, operator_path, arch, time_input, steps,
+                                          eta, seed, prompt, cfg_scale, sigma_y, keep_measured,
+                                          cuda=backend == "torch-cuda")
         if keep_measured:
-            x = consistency.keep_measured(task, y, x)
+            x = consistency.keep_measured(config.task, y, x, config.resizer)
     if truth is not None and truth.shape != x.shape:
         raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
                         f"{x.shape[-1]}x{x.shape[-2]}")
@@ -398,29 +441,40 @@ def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, se
     return x, runner.label
 
 
-def _restore_torch(y, task, model, operator_path, arch, steps, eta, seed, prompt, cfg_scale,
-                   sigma_y, cuda=False):
+def _restore_torch(y, task, model, operator_path, arch, time_input, steps, eta, seed, prompt,
+                   cfg_scale, sigma_y, keep_measured=False, cuda=False):
+    """The PyTorch reference path; returns ``(x, backend label, operator config)``."""
     import torch
 
+    from . import consistency
     from .operators import load_operator
     from .prior import load_prior
     from .sampler import SamplingOptions, image_size_for
     from .sampler import restore as silo_restore
 
-    options = SamplingOptions(task, 999 if steps is None else steps, eta, seed, prompt, cfg_scale,
-                              DEFAULT_SIGMA_Y if sigma_y is None else sigma_y)
-    options.validate()
-    image_size = image_size_for(task, y)
     prior = load_prior(model)
-    operator, config = load_operator(operator_path, prior, task, arch, image_size)
+    image_size = None if task is None else image_size_for(task, y)
+    operator, config = load_operator(operator_path, prior, task, arch, image_size, time_input)
+    if task is None:  # the operator file said which task it imitates
+        task = config.task
+        if keep_measured:
+            consistency.check_keep_measured(task)
+        config.check_compatible(image_size=image_size_for(task, y),
+                                source=f"operator {Path(operator_path).name}")
+    recommended = config.recommended
+    options = SamplingOptions(task, recommended.get("steps", 999) if steps is None else steps,
+                              eta, seed,
+                              recommended.get("prompt", "") if prompt is None else prompt,
+                              cfg_scale, DEFAULT_SIGMA_Y if sigma_y is None else sigma_y)
+    options.validate()
     if cuda:
         from .torch_cuda import restore_cuda
 
-        return restore_cuda(prior, operator, config.arch, torch.from_numpy(y),
-                            options).numpy(), "torch-cuda (CUDA graph)"
+        return (restore_cuda(prior, operator, config.arch, torch.from_numpy(y), options).numpy(),
+                "torch-cuda (CUDA graph)", config)
     x = silo_restore(prior, operator, config.arch, torch.from_numpy(y), options,
                      callback=_progress(options.steps, f"SILO {task} [torch]"))
-    return x.numpy(), "torch"
+    return x.numpy(), "torch", config
 
 
 @cli.command()
@@ -554,7 +608,7 @@ def main(argv=None):
         cli.main(args=argv, prog_name="silo-rt", standalone_mode=False)
     except SiloError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:
         extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
         if extra is None:

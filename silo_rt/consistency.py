@@ -12,65 +12,22 @@ agreement exact, after sampling, at the cost of a few small matrix products.
 
 * ``ip``: ``A`` keeps the pixels outside the box and ``A⁺ = Aᵀ``, so the step copies the
   observed pixels into the result;
-* ``sr4``/``sr8``: ``A`` is PyTorch's antialiased bicubic downsampling, which is separable:
-  ``A x = R X Rᵀ`` per channel with the 1-D matrix ``R`` of :func:`bicubic_aa_matrix`, and
-  ``A⁺ y = R⁺ Y R⁺ᵀ``.
+* ``sr4``/``sr8``: ``A`` is the operator's SR resizer (:mod:`silo_rt.resize`: DPS's, or
+  PyTorch's antialiased bicubic), which is separable: ``A x = R X Rᵀ`` per channel with a
+  1-D matrix ``R``, and ``A⁺ y = R⁺ Y R⁺ᵀ``.
 
 Blur (``gb``) has no stable pseudo-inverse and JPEG is not linear: both are refused.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from .errors import SiloError
+from .resize import DEFAULT_RESIZER, downsampling_matrix, pseudo_inverse
 from .tasks import get_task, measured_pixels
 
 SUPPORTED_TASKS = ("ip", "sr4", "sr8")
-
-
-def _cubic_aa(x: np.ndarray) -> np.ndarray:
-    """Keys' cubic kernel with a = -0.5, the one PyTorch's antialiased bicubic uses."""
-    a = -0.5
-    x = np.abs(x)
-    near = ((a + 2) * x - (a + 3)) * x * x + 1
-    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
-
-
-@lru_cache(maxsize=16)
-def bicubic_aa_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """``(out_size, in_size)`` float64 matrix of 1-D resizing as
-    ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)`` does it.
-
-    Each output sample ``i`` is centred at ``scale·(i + ½)`` (``scale = in/out``); when
-    downsampling the kernel is stretched by ``scale`` (that is the antialiasing) and its
-    weights over the input samples it reaches are normalised to sum to one.
-    """
-    scale = in_size / out_size
-    support = 2.0 * scale if scale >= 1.0 else 2.0
-    inv_scale = 1.0 / scale if scale >= 1.0 else 1.0
-    matrix = np.zeros((out_size, in_size), dtype=np.float64)
-    for i in range(out_size):
-        center = scale * (i + 0.5)
-        # int() truncates toward zero, as the C++ cast in PyTorch's kernel does
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), in_size)
-        taps = np.arange(lo, hi)
-        weights = _cubic_aa((taps - center + 0.5) * inv_scale)
-        total = weights.sum()
-        matrix[i, lo:hi] = weights / total if total != 0 else weights
-    matrix.setflags(write=False)  # cached: shared by every caller
-    return matrix
-
-
-@lru_cache(maxsize=16)
-def _pseudo_inverse(in_size: int, out_size: int) -> np.ndarray:
-    inverse = np.linalg.pinv(bicubic_aa_matrix(in_size, out_size))
-    inverse.setflags(write=False)
-    return inverse
 
 
 def check_keep_measured(task: str) -> None:
@@ -81,11 +38,13 @@ def check_keep_measured(task: str) -> None:
                         f"exactly ({', '.join(SUPPORTED_TASKS)}), not {name}")
 
 
-def keep_measured(task: str, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+def keep_measured(task: str, y: np.ndarray, x: np.ndarray,
+                  resizer: str = DEFAULT_RESIZER) -> np.ndarray:
     """``x`` with the part the measurement determines taken from ``y``.
 
     Args:
         task: ``ip``, ``sr4`` or ``sr8``.
+        resizer: the SR measurement model ``y`` was made with (:data:`~.resize.RESIZERS`).
         y: ``(B, 3, h, w)`` measurement in [-1, 1] (``h = H/scale``).
         x: ``(B, 3, H, W)`` restoration in [-1, 1].
 
@@ -103,10 +62,11 @@ def keep_measured(task: str, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     if y.shape[-2:] != (height // spec.scale, width // spec.scale):
         raise SiloError(f"measurement {y.shape[-1]}x{y.shape[-2]} does not fit a "
                         f"{width}x{height} {spec.name} restoration")
-    rows = bicubic_aa_matrix(height, height // spec.scale)
-    cols = bicubic_aa_matrix(width, width // spec.scale)
+    small_h, small_w = height // spec.scale, width // spec.scale
+    rows = downsampling_matrix(resizer, height, small_h)
+    cols = downsampling_matrix(resizer, width, small_w)
     xd = np.asarray(x, np.float64)
     residual = np.asarray(y, np.float64) - rows @ xd @ cols.T
-    correction = (_pseudo_inverse(height, height // spec.scale) @ residual
-                  @ _pseudo_inverse(width, width // spec.scale).T)
+    correction = (pseudo_inverse(resizer, height, small_h) @ residual
+                  @ pseudo_inverse(resizer, width, small_w).T)
     return np.clip(xd + correction, -1.0, 1.0).astype(np.float32)

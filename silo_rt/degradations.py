@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SiloError
+from .resize import DEFAULT_RESIZER, bicubic_aa_matrix, check_resizer, downsampling_matrix
 from .tasks import get_task, measured_pixels
 
 BLUR_KERNEL_SIZE = 61
@@ -88,20 +89,37 @@ class GaussianBlur(Degradation):
             raise SiloError(f"task gb needs images larger than {BLUR_KERNEL_SIZE // 2} px")
 
 
-class SuperResolution(Degradation):
-    """Bicubic downsampling with antialiasing by ``factor``; bicubic upsampling to encode."""
+def resize_with_matrices(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+    """``rows · x · colsᵀ`` over the last two axes: ``(…, H, W)`` → ``(…, h, w)``."""
+    r = torch.tensor(rows, dtype=x.dtype, device=x.device)
+    c = torch.tensor(cols, dtype=x.dtype, device=x.device)
+    return torch.matmul(torch.matmul(r, x), c.t())
 
-    def __init__(self, factor: int):
+
+class SuperResolution(Degradation):
+    """Downsampling by ``factor`` with the named resizer (:mod:`silo_rt.resize`: ``dps``, the
+    paper's, or ``torch-bicubic``); antialiased bicubic upsampling back to full size to encode.
+
+    Both directions are matrix products (the same matrices as the exported graph and
+    ``--keep-measured``), so there is no ``Resize`` op for an exporter to translate.
+    """
+
+    def __init__(self, factor: int, resizer: str = DEFAULT_RESIZER):
         self.factor = factor
+        self.resizer = check_resizer(resizer)
         self.name = f"sr{factor}"
 
     def __call__(self, x):
-        size = (x.shape[-2] // self.factor, x.shape[-1] // self.factor)
-        return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+        h, w = x.shape[-2:]
+        return resize_with_matrices(
+            x, downsampling_matrix(self.resizer, h, h // self.factor),
+            downsampling_matrix(self.resizer, w, w // self.factor))
 
     def encoder_input(self, y, image_size):
-        return F.interpolate(y, size=(image_size, image_size), mode="bicubic", antialias=True,
-                             align_corners=False)
+        # As F.interpolate(mode="bicubic", antialias=True) upsamples (the authors' choice).
+        h, w = y.shape[-2:]
+        return resize_with_matrices(y, bicubic_aa_matrix(h, image_size),
+                                    bicubic_aa_matrix(w, image_size))
 
 
 def box_mask(image_size: int) -> torch.Tensor:
@@ -137,11 +155,15 @@ class Jpeg(Degradation):
             raise SiloError(f"task jpeg needs an image size divisible by 16, got {image_size}")
 
 
-def get_degradation(name: str) -> Degradation:
-    """The degradation for a task name (``gb``, ``sr4``, ``sr8``, ``ip``, ``jpeg``)."""
+def get_degradation(name: str, resizer: str = DEFAULT_RESIZER) -> Degradation:
+    """The degradation for a task name (``gb``, ``sr4``, ``sr8``, ``ip``, ``jpeg``).
+
+    ``resizer`` chooses the SR measurement model (ignored by the other tasks).
+    """
     get_task(name)  # clear error for unknown names
     return {"gb": GaussianBlur, "ip": BoxInpainting, "jpeg": Jpeg,
-            "sr4": lambda: SuperResolution(4), "sr8": lambda: SuperResolution(8)}[name]()
+            "sr4": lambda: SuperResolution(4, resizer),
+            "sr8": lambda: SuperResolution(8, resizer)}[name]()
 
 
 def add_noise(y: torch.Tensor, sigma_y: float, rng: np.random.Generator) -> torch.Tensor:
@@ -152,12 +174,14 @@ def add_noise(y: torch.Tensor, sigma_y: float, rng: np.random.Generator) -> torc
     return y + sigma_y * n
 
 
-def make_measurement(x: np.ndarray, task: str, sigma_y: float, seed: int) -> np.ndarray:
+def make_measurement(x: np.ndarray, task: str, sigma_y: float, seed: int,
+                     resizer: str = DEFAULT_RESIZER) -> np.ndarray:
     """``y = A(x) + sigma_y·n`` clipped to [-1, 1], as ``silo-rt degrade`` writes it.
 
-    ``x``: ``(B, 3, S, S)`` float32 in [-1, 1]; the noise comes from ``default_rng(seed)``.
+    ``x``: ``(B, 3, S, S)`` float32 in [-1, 1]; the noise comes from ``default_rng(seed)``;
+    ``resizer``: the SR measurement model.
     """
-    degradation = get_degradation(task)
+    degradation = get_degradation(task, resizer)
     degradation.check_size(x.shape[-1])
     with torch.no_grad():
         y = degradation(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))

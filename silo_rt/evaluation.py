@@ -25,6 +25,7 @@ import numpy as np
 from .consistency import SUPPORTED_TASKS, keep_measured
 from .errors import SiloError
 from .images import atomic_write, psnr, read_image, to_uint8
+from .resize import DEFAULT_RESIZER
 from .tasks import measured_pixels
 
 METHODS = ("silo", "silo_keep_measured", "baseline")
@@ -72,11 +73,13 @@ def sharpness(image: np.ndarray, reference: np.ndarray) -> float:
     return float(energy(image) / max(energy(reference), 1e-12))
 
 
-def consistency_psnr(task: str, restoration: np.ndarray, y: np.ndarray) -> float:
-    """CPSNR: PSNR of ``A(restoration)`` against the measurement ``y``."""
+def consistency_psnr(task: str, restoration: np.ndarray, y: np.ndarray,
+                     resizer: str = DEFAULT_RESIZER) -> float:
+    """CPSNR: PSNR of ``A(restoration)`` against the measurement ``y`` (``resizer``: the SR
+    measurement model ``y`` was made with)."""
     from .degradations import make_measurement
 
-    return psnr(make_measurement(restoration, task, 0.0, 0), y)
+    return psnr(make_measurement(restoration, task, 0.0, 0, resizer), y)
 
 
 def _metrics(image, truth):
@@ -110,7 +113,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     from .runtime import BundleRunner
 
     runner = BundleRunner(bundle, backend="ort", threads=threads)
-    task, size = runner.task, runner.manifest["image_size"]
+    task, size, resizer = runner.task, runner.manifest["image_size"], runner.resizer
     sigma_y = runner.manifest["sigma_y"] if sigma_y is None else sigma_y
     paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() == ".png")[:limit]
     if not paths:
@@ -124,15 +127,15 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         if x.shape[-2:] != (size, size):
             raise SiloError(f"{path} is {x.shape[-1]}x{x.shape[-2]}; the bundle restores "
                             f"{size}x{size} images")
-        y = quantise(make_measurement(x, task, sigma_y, index))
+        y = quantise(make_measurement(x, task, sigma_y, index, resizer))
         restored = runner.restore(y, seed, sigma_y=sigma_y, steps=steps)
         simple = baseline(task, y, size)
         row = {"image": path.name, "silo": _metrics(restored, x),
                "baseline": _metrics(simple, x),
-               "silo_cpsnr": consistency_psnr(task, restored, y)}
+               "silo_cpsnr": consistency_psnr(task, restored, y, resizer)}
         pictures = [y, simple, restored]
         if imposable:
-            kept = keep_measured(task, y, restored)
+            kept = keep_measured(task, y, restored, resizer)
             row["silo_keep_measured"] = _metrics(kept, x)
             pictures.append(kept)
         per_image.append(row)

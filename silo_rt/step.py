@@ -15,6 +15,11 @@ With ``c = coefficients`` (see :mod:`silo_rt.schedule`)::
 
 For one image the loss is exactly the authors' ``torch.linalg.norm(w − ŵ)``; for a batch the
 per-image sum keeps each image's gradient independent of the others.
+
+Precision follows the weights: with a half-precision UNet and operator (the ``step_fp16``
+graph of a bundle) the UNet and H_θ forward and their VJP run in fp16 between explicit
+casts, placed so that every cast back to fp32 sits right on a convolution's output; the
+inputs, ẑ0, the loss, the clamp, the η-update and the posterior mean stay fp32.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class GuidedStep(nn.Module):
         self.arch = arch
         self.cfg_scale = float(cfg_scale)
         self._prior = prior
+        self.compute_dtype = next(prior.unet.parameters()).dtype
 
     @property
     def uses_cfg(self) -> bool:
@@ -55,7 +61,9 @@ class GuidedStep(nn.Module):
         ``cfg_scale`` (a ``(1,)`` tensor) overrides the construction-time scale.
         """
         batch = z_t.shape[0]
-        sample = torch.cat([z_t, z_t]) if self.uses_cfg else z_t
+        # Cast after the CFG duplication, so the gradient's sum over the two copies is fp32.
+        sample = (torch.cat([z_t, z_t]) if self.uses_cfg else z_t).to(self.compute_dtype)
+        context = context.to(self.compute_dtype)
         tap = UpBlockFeatureTap(self.unet) if self.arch == "readout" else None
         if tap is not None:
             with tap:
@@ -64,6 +72,7 @@ class GuidedStep(nn.Module):
         else:
             eps = self.unet(sample, timestep, encoder_hidden_states=context).sample
             features = None
+        eps = eps.to(z_t.dtype)
         if self.uses_cfg:
             eps_uncond, eps_text = eps.chunk(2)
             scale = self.cfg_scale if cfg_scale is None else cfg_scale
@@ -77,8 +86,9 @@ class GuidedStep(nn.Module):
         eps, features = self.predict_noise(z_t, timestep, context, cfg_scale)
         z0 = coefficients[0] * z_t + coefficients[1] * eps
         sigma_emb = self._prior.sigma_embedding(sigma_y)
-        temb = self._prior.timestep_embedding(timestep) if self.arch == "readout" else None
-        w_hat = self.operator(z0, sigma_emb, temb, features)
+        needs_time = getattr(self.operator, "uses_timestep", False)
+        temb = self._prior.timestep_embedding(timestep) if needs_time else None
+        w_hat = self.operator(z0, sigma_emb, temb, features).to(z0.dtype)
         loss = torch.linalg.vector_norm((w - w_hat).flatten(1), dim=1).sum()
         return loss, (z0, loss)
 

@@ -15,6 +15,7 @@ Runs single-process on CPU; ``accelerate launch -m silo_rt.cli train ...`` for m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from .degradations import get_degradation
 from .errors import SiloError
 from .operators import OperatorConfig, UpBlockFeatureTap, build_operator, save_operator
+from .resize import DEFAULT_RESIZER, check_resizer
 from .tasks import LATENT_CLAMP, get_task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -45,6 +47,7 @@ class TrainOptions:
     seed: int = 0
     checkpoint_every: int = 500
     resume: bool = False
+    resizer: str = DEFAULT_RESIZER  # SR measurement model the operator learns to imitate
 
     @property
     def state_dir(self) -> Path:
@@ -114,7 +117,7 @@ class OperatorTrainer:
         self.prior = prior
         self.operator = operator
         self.config = config
-        self.degradation = get_degradation(config.task)
+        self.degradation = get_degradation(config.task, config.resizer)
         self.spec = get_task(config.task)
         self.generator = generator
         self.context = prior.encode_prompt("")
@@ -210,8 +213,9 @@ def train_operator(prior, options: TrainOptions, progress: bool = True) -> Opera
         raise SiloError(f"--out must end in .safetensors, got {options.out.name}")
     if not options.out.parent.is_dir():
         raise SiloError(f"output folder does not exist: {options.out.parent}")
-    config = OperatorConfig.for_prior(prior, options.arch, options.task, options.image_size,
-                                      options.sigma_y_range)
+    config = dataclasses.replace(
+        OperatorConfig.for_prior(prior, options.arch, options.task, options.image_size,
+                                 options.sigma_y_range), resizer=check_resizer(options.resizer))
     get_degradation(options.task).check_size(config.image_size)
     dataset = ImageFolder(options.data, config.image_size)
 

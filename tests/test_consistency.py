@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from silo_rt.consistency import bicubic_aa_matrix, keep_measured
+from silo_rt.consistency import keep_measured
 from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
+from silo_rt.resize import bicubic_aa_matrix
 
 
 @pytest.mark.parametrize("in_size,out_size", [(64, 16), (64, 8), (256, 64), (50, 13),

@@ -8,6 +8,7 @@ folder; a lock left by a dead process is taken over.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -52,10 +53,13 @@ class ExportOptions:
     batch: int = 1
     include_unet_h: bool = True
     weights: str = "fp32"  # "fp16": weights rounded to and stored in half precision
+    precision: str = "fp32"  # "fp16": also a strongly typed fp16 step graph, ``step_fp16``
 
     def __post_init__(self):
         if self.weights not in ("fp32", "fp16"):
             raise SiloError(f"weights must be fp32 or fp16, got {self.weights!r}")
+        if self.precision not in ("fp32", "fp16"):
+            raise SiloError(f"precision must be fp32 or fp16, got {self.precision!r}")
 
 
 @contextmanager
@@ -164,6 +168,13 @@ def _replace_dir(new: Path, target: Path) -> None:
         os.replace(new, target)
 
 
+def half_precision_step(prior, operator, arch: str, cfg_scale: float) -> GuidedStep:
+    """The guided step with fp16 copies of the UNet and operator (fp32 inputs, outputs and
+    tail; see :mod:`silo_rt.step`). The VAE and text encoder are not copied."""
+    half_prior = dataclasses.replace(prior, unet=copy.deepcopy(prior.unet).half())
+    return GuidedStep(half_prior, copy.deepcopy(operator).half(), arch, cfg_scale)
+
+
 def _timed(report, stage, fn):
     start = time.perf_counter()
     result = fn()
@@ -181,7 +192,7 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
 
     def add(name, module_or_step, input_names, output_names, inputs, outputs):
         path = folder / f"{name}.onnx"
-        if name == "step":
+        if isinstance(module_or_step, GuidedStep):
             written = export_step(module_or_step, inputs, input_names, output_names, path)
         else:
             written = export_forward(module_or_step, inputs, path)
@@ -211,6 +222,10 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
     step_outputs = (ex["z_t"], torch.zeros(()))
     _timed(report, "step", lambda: add("step", step, names, STEP_OUTPUT_NAMES, step_inputs,
                                        step_outputs))
+    if options.precision == "fp16":
+        half = half_precision_step(prior, operator, op_config.arch, sampling.cfg_scale)
+        _timed(report, "step_fp16", lambda: add("step_fp16", half, names, STEP_OUTPUT_NAMES,
+                                                step_inputs, step_outputs))
 
     np.save(folder / "context.npy", ex["context"].numpy().astype(np.float32))
     files.append(folder / "context.npy")

@@ -14,6 +14,8 @@ table, the gradient graph contains only forward ops:
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 
@@ -89,3 +91,42 @@ def gradient_decompositions() -> dict:
     table[aten.upsample_nearest2d_backward.default] = _upsample_nearest2d_backward
     table[aten.upsample_bilinear2d_backward.default] = _upsample_bilinear2d_backward
     return table
+
+
+def recompute_layer_norm_statistics(graph: torch.fx.GraphModule) -> int:
+    """Make every ``native_layer_norm`` in ``graph`` a single-output op; returns how many.
+
+    The traced backward of a LayerNorm reads the forward's saved mean and inverse standard
+    deviation (``native_layer_norm``'s 2nd and 3rd outputs). ONNX's LayerNormalization has
+    those outputs too, but TensorRT's parser accepts only one ("doesn't support more than 1
+    outputs for LayerNormalization nodes"). This pass computes them again from the input
+    with plain reductions (``mean``, population ``var``, ``rsqrt``), the definition
+    ``native_layer_norm`` itself uses, so the result is unchanged and the LayerNorm keeps
+    its fused forward.
+    """
+    rewritten = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target != aten.native_layer_norm.default:
+            continue
+        stats = [user for user in node.users
+                 if user.target is operator.getitem and user.args[1] in (1, 2)]
+        if not stats:
+            continue
+        x, normalized_shape, eps = node.args[0], node.args[1], node.args[4]
+        dims = list(range(-len(normalized_shape), 0))
+        with graph.graph.inserting_after(node):
+            mean = graph.graph.call_function(aten.mean.dim, (x, dims, True))
+        with graph.graph.inserting_after(mean):
+            var = graph.graph.call_function(aten.var.correction, (x, dims),
+                                            {"correction": 0, "keepdim": True})
+        with graph.graph.inserting_after(var):
+            shifted = graph.graph.call_function(aten.add.Tensor, (var, eps))
+        with graph.graph.inserting_after(shifted):
+            rstd = graph.graph.call_function(aten.rsqrt.default, (shifted,))
+        for user in stats:
+            user.replace_all_uses_with(mean if user.args[1] == 1 else rstd)
+            graph.graph.erase_node(user)
+        rewritten += 1
+    graph.graph.lint()
+    graph.recompile()
+    return rewritten

@@ -74,7 +74,8 @@ class UNetOperatorGraph(nn.Module):
         step = self.step
         eps, features = step.predict_noise(z_t, timestep, context)
         z0 = coefficients[0] * z_t + coefficients[1] * eps
-        temb = step._prior.timestep_embedding(timestep) if step.arch == "readout" else None
+        needs_time = getattr(step.operator, "uses_timestep", False)
+        temb = step._prior.timestep_embedding(timestep) if needs_time else None
         w_hat = step.operator(z0, step._prior.sigma_embedding(sigma_y), temb, features)
         return eps, z0, w_hat
 

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import SiloError
 from .attention import export_attention
-from .decompositions import gradient_decompositions
+from .decompositions import gradient_decompositions, recompute_layer_norm_statistics
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 1_500_000_000  # well under protobuf's 2 GB limit
@@ -86,6 +86,7 @@ def trace_step(step: torch.nn.Module, inputs) -> torch.fx.GraphModule:
                  if n.op == "call_function" and "backward" in str(n.target)}
     if leftovers:
         raise SiloError(f"cannot export the step: no decomposition for {sorted(leftovers)}")
+    recompute_layer_norm_statistics(graph)
     return graph
 
 

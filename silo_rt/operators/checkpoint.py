@@ -1,13 +1,18 @@
 """Operator checkpoints: safetensors weights with the JSON config in the file's metadata.
 
-A ``.safetensors`` checkpoint is self-describing (arch, task, image size, σ_y range, the prior
-it was trained for). A plain PyTorch state-dict ``.pt`` is accepted too; it is read with
-``torch.load(weights_only=True)`` (never executing code from the file) and its config must be
-supplied by the caller (``--arch`` on the command line; the rest comes from the prior).
+A ``.safetensors`` checkpoint is self-describing (arch, task, image size, σ_y range, SR
+resizer, time input, the prior it was trained for). ``.pt`` files are read with
+``torch.load(weights_only=True)`` (never executing code from the file) and are either
+
+* the SILO authors' released operators (:mod:`.authors`): recognised by their layout, renamed,
+  their config read off the tensors and the file name, recorded as ``source="authors"``;
+* a plain state dict in silo-rt's own naming, whose config the caller supplies (``--arch``
+  and ``--task``; the sizes come from the prior).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import warnings
@@ -17,10 +22,16 @@ from pathlib import Path
 import torch
 
 from ..errors import SiloError
+from ..resize import DEFAULT_RESIZER, LEGACY_RESIZER, check_resizer
 from ..tasks import get_task
+from .readout import TIME_INPUTS
 
 METADATA_KEY = "silo_rt_operator"
 ARCHS = ("cnn", "readout")
+CONFIG_VERSION = 2
+"""2: readout GroupNorms with 32 groups (1 used min(32, C/4)); ``resizer``, ``time_input``,
+``source`` and ``recommended`` recorded (1: PyTorch's bicubic SR, UNet time input)."""
+SOURCES = ("silo-rt", "authors")
 
 
 @dataclass
@@ -38,6 +49,14 @@ class OperatorConfig:
         prior: name of the prior it was trained with; prior_fingerprint: its
             :meth:`~silo_rt.prior.LatentPrior.fingerprint`.
         trained_steps: optimiser steps done.
+        resizer: SR measurement model it was trained against (:data:`~silo_rt.resize.RESIZERS`;
+            the bundle's ``--keep-measured`` and ``degrade`` use the same).
+        time_input: what a readout head's time projection receives
+            (:data:`~.readout.TIME_INPUTS`).
+        source: ``silo-rt`` (trained here) or ``authors`` (a released SILO file).
+        recommended: sampling settings its makers used (``prompt``, ``steps``), the defaults
+            of ``export``/``restore`` with this operator.
+        version: config schema version (:data:`CONFIG_VERSION`).
     """
 
     arch: str
@@ -52,6 +71,19 @@ class OperatorConfig:
     prior: str = ""
     prior_fingerprint: str = ""
     trained_steps: int = 0
+    resizer: str = DEFAULT_RESIZER
+    time_input: str = "unet"
+    source: str = "silo-rt"
+    recommended: dict = field(default_factory=dict)
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self):
+        check_resizer(self.resizer)
+        if self.time_input not in TIME_INPUTS:
+            raise SiloError(f"time input must be one of {', '.join(TIME_INPUTS)}, "
+                            f"got {self.time_input!r}")
+        if self.source not in SOURCES:
+            raise SiloError(f"unknown operator source {self.source!r}")
 
     @classmethod
     def for_prior(cls, prior, arch: str, task: str, image_size: int | None = None,
@@ -79,8 +111,21 @@ class OperatorConfig:
 
     @classmethod
     def from_json(cls, text: str) -> OperatorConfig:
+        """Parse a config; version-1 configs get that version's resizer and time input, and a
+        version-1 readout operator is refused (its GroupNorm grouping no longer exists)."""
         data = json.loads(text)
         data["sigma_y_range"] = tuple(data["sigma_y_range"])
+        version = data.setdefault("version", 1)
+        if version == 1:
+            if data.get("arch") == "readout":
+                raise SiloError("this readout operator was saved by silo-rt < 0.2, whose head "
+                                "used min(32, C/4) GroupNorm groups; the authors' head (and "
+                                "silo-rt now) uses 32, so its weights cannot be reused: "
+                                "retrain it with `silo-rt train --arch readout`")
+            data.setdefault("resizer", LEGACY_RESIZER)
+        elif version > CONFIG_VERSION:
+            raise SiloError(f"operator config version {version} is newer than this silo-rt "
+                            f"reads ({CONFIG_VERSION}); upgrade silo-rt")
         return cls(**data)
 
     def check_compatible(self, prior=None, task: str | None = None,
@@ -107,7 +152,8 @@ def build_operator(config: OperatorConfig) -> torch.nn.Module:
         return CnnOperator(config.latent_channels, config.latent_size, config.embedding_dim)
     if config.arch == "readout":
         return ReadoutOperator(config.feature_channels, config.latent_channels,
-                               config.latent_size, config.embedding_dim, config.hidden)
+                               config.latent_size, config.embedding_dim, config.hidden,
+                               config.time_input)
     raise SiloError(f"unknown operator architecture {config.arch!r}; choose cnn or readout")
 
 
@@ -140,45 +186,124 @@ def _read_safetensors(path: Path) -> tuple[dict, OperatorConfig]:
     return state, config
 
 
-def _read_state_dict_pt(path: Path) -> dict:
+def _read_pt(path: Path):
+    """What ``torch.load(weights_only=True)`` returns for ``path`` (tensors, dicts, numbers)."""
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of files it then refuses: one line only
             warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise SiloError(f"refusing to load {path}: it is not a plain tensor state dict "
                         "(it would execute code when unpickled)") from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise SiloError(f"cannot read operator checkpoint {path}: {exc}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+
+
+def _plain_state_dict(raw, path: Path) -> dict:
+    if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise SiloError(f"{path} is not a state dict of tensors")
-    return state
+    return raw
+
+
+def _authors_config(found, path: Path, prior, task: str | None, arch: str | None,
+                    image_size: int | None) -> OperatorConfig:
+    """The config of an authors' file: sizes from its tensors, task and prompt from its name."""
+    from . import authors
+
+    if arch is not None and arch != found.arch:
+        raise SiloError(f"{path.name} is the authors' {found.arch} operator, not {arch}")
+    named_task, dataset = authors.describe_file(path.name)
+    if task is not None and named_task is not None and task != named_task:
+        raise SiloError(f"{path.name} is the authors' {named_task} operator (its name says so), "
+                        f"not {task}")
+    task = task or named_task
+    if task is None:
+        raise SiloError(f"{path.name} is an authors' {found.arch} operator; its name does not "
+                        "say its task: give --task")
+    get_task(task)
+    if prior is None:
+        raise SiloError("loading an authors' operator needs the prior it runs with (--model)")
+    if found.embedding_dim != prior.embedding_dim or \
+            found.latent_channels != prior.latent_channels:
+        raise SiloError(f"{path.name} was trained for a prior with {found.latent_channels}-"
+                        f"channel latents and {found.embedding_dim}-d embeddings; "
+                        f"{prior.name} has {prior.latent_channels} and {prior.embedding_dim}")
+    if found.arch == "readout":
+        from .features import up_block_feature_channels
+
+        channels = up_block_feature_channels(prior.unet)
+        if found.feature_channels != channels:
+            raise SiloError(f"{path.name} reads UNet up-block features of {found.feature_channels}"
+                            f" channels; {prior.name}'s UNet has {channels}")
+    native = found.latent_size * prior.vae_scale
+    if image_size is not None and image_size != native:
+        raise SiloError(f"{path.name} works on {found.latent_size}x{found.latent_size} latents, "
+                        f"i.e. {native}px images, not {image_size}px")
+    return OperatorConfig(
+        arch=found.arch, task=task, image_size=native, latent_channels=found.latent_channels,
+        latent_size=found.latent_size, embedding_dim=found.embedding_dim,
+        feature_channels=found.feature_channels, hidden=found.hidden or 384,
+        # the authors' training ranges (official-code-facts: U(0, 0.04) CNN, U(0, 0.1) RG)
+        sigma_y_range=(0.0, 0.04) if found.arch == "cnn" else (0.0, 0.1),
+        prior=prior.name, trained_steps=found.trained_steps, resizer="dps",
+        # their sampling calls the readout head with emb=None on SD-1.5
+        time_input="none" if found.arch == "readout" else "unet",
+        source="authors", recommended=authors.recommended_sampling(dataset))
+
+
+def _check_shapes(operator: torch.nn.Module, state: dict, path: Path, arch: str,
+                  file_names: dict[str, str]) -> None:
+    """Every tensor's shape against ``operator``'s; ``file_names`` maps our names to the
+    file's (authors' files), so the message names the tensor as the file does."""
+    expected = operator.state_dict()
+    for name, tensor in state.items():
+        want = expected.get(name)
+        if want is not None and tuple(tensor.shape) != tuple(want.shape):
+            raise SiloError(f"{path.name} does not match a {arch} operator: "
+                            f"{file_names.get(name, name)} has shape {tuple(tensor.shape)}, "
+                            f"expected {tuple(want.shape)}")
 
 
 def load_operator(path: str | Path, prior=None, task: str | None = None,
-                  arch: str | None = None, image_size: int | None = None
-                  ) -> tuple[torch.nn.Module, OperatorConfig]:
+                  arch: str | None = None, image_size: int | None = None,
+                  time_input: str | None = None) -> tuple[torch.nn.Module, OperatorConfig]:
     """Load an operator checkpoint and check it suits ``prior``/``task``/``image_size``.
 
-    ``.safetensors`` files carry their config. A ``.pt`` state dict needs ``arch`` and
-    ``prior`` (and ``task``) from the caller. Returns the frozen operator in eval mode.
+    ``.safetensors`` files carry their config; the authors' ``.pt`` files are recognised
+    (their task comes from the file name unless ``task`` is given); any other ``.pt`` state
+    dict needs ``arch``, ``prior`` and ``task`` from the caller. ``time_input`` overrides the
+    recorded time input of a readout head. Returns the frozen operator in eval mode.
     """
+    from .authors import recognise
+
     path = Path(path)
     if not path.is_file():
         raise SiloError(f"operator checkpoint not found: {path}")
+    file_names = {}
     if path.suffix == ".safetensors":
         state, config = _read_safetensors(path)
     else:
-        state = _read_state_dict_pt(path)
-        if arch is None or prior is None or task is None:
-            raise SiloError(f"{path} is a plain state dict: give --arch (cnn or readout) and "
-                            "--task so its config can be built")
-        config = OperatorConfig.for_prior(prior, arch, task, image_size)
+        raw = _read_pt(path)
+        found = recognise(raw)
+        if found is not None:
+            state, file_names = found.state, found.file_names
+            config = _authors_config(found, path, prior, task, arch, image_size)
+        else:
+            state = _plain_state_dict(raw, path)
+            if arch is None or prior is None or task is None:
+                raise SiloError(f"{path} is a plain state dict: give --arch (cnn or readout) "
+                                "and --task so its config can be built")
+            config = OperatorConfig.for_prior(prior, arch, task, image_size)
+    if time_input is not None and time_input != config.time_input:
+        if config.arch != "readout":
+            raise SiloError("--time-input applies to readout operators only")
+        config = dataclasses.replace(config, time_input=time_input)
     config.check_compatible(prior, task, image_size, source=f"operator {path.name}")
     operator = build_operator(config)
+    _check_shapes(operator, state, path, config.arch, file_names)
     try:
         operator.load_state_dict(state)
     except RuntimeError as exc:

@@ -27,6 +27,7 @@ class CnnOperator(nn.Module):
         super().__init__()
         s, c = latent_size, latent_channels
         self.latent_size = s
+        self.uses_timestep = False
         self.sigma_map = nn.Sequential(nn.Linear(embedding_dim, 32), nn.LeakyReLU(),
                                        nn.Linear(32, s * s))
         widths = [c + 1, 17, 33, 65, 128]
@@ -47,6 +48,9 @@ class CnnOperator(nn.Module):
         b = z0.shape[0]
         s = self.latent_size
         smap = self.sigma_map(sigma_emb).reshape(-1, 1, s, s).expand(b, 1, s, s)
-        encoded = self.encoder(torch.cat([z0, smap], dim=1))
+        # In a half-precision operator the cast follows the concatenation, so the gradient
+        # w.r.t. z0 leaves the first convolution's adjoint as one cast to z0's dtype.
+        inputs = torch.cat([z0, smap.to(z0.dtype)], dim=1).to(smap.dtype)
+        encoded = self.encoder(inputs)
         decoded = self.decoder(encoded)
         return self.process(decoded + self.skip(torch.cat([encoded, smap], dim=1)))

@@ -8,13 +8,22 @@ them to the predicted measurement latent.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+TIME_INPUTS = ("unet", "none")
+"""What the head's per-layer time projection receives: ``unet``, the UNet's timestep
+embedding (the paper's H_θ(ẑ0, t)); ``none``, nothing (the projection is skipped), which is
+how the authors' sampling code runs their released readout operators on SD-1.5."""
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4), channels)
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """32 groups, as the authors' head (``num_norm_groups=32``); narrower layers of the small
+    test priors, which 32 does not divide, use the largest divisor of 32 that fits."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
 class BottleneckBlock(nn.Module):
@@ -23,17 +32,20 @@ class BottleneckBlock(nn.Module):
     def __init__(self, in_channels: int, width: int, out_channels: int, embedding_dim: int):
         super().__init__()
         self.reduce = nn.Sequential(nn.Conv2d(in_channels, width, 1, bias=False),
-                                    _group_norm(width), nn.ReLU())
+                                    group_norm(width), nn.ReLU())
         self.time = nn.Sequential(nn.Linear(embedding_dim, width), nn.ReLU())
         self.mix = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False),
-                                 _group_norm(width), nn.ReLU())
+                                 group_norm(width), nn.ReLU())
         self.expand = nn.Sequential(nn.Conv2d(width, out_channels, 1, bias=False),
-                                    _group_norm(out_channels))
+                                    group_norm(out_channels))
         self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                                      _group_norm(out_channels))
+                                      group_norm(out_channels))
 
-    def forward(self, x, temb):
-        h = self.reduce(x) + self.time(temb)[:, :, None, None]
+    def forward(self, x, temb=None):
+        """``x``: (B, C_in, s, s); ``temb``: (B, E), or None to skip the time projection."""
+        h = self.reduce(x)
+        if temb is not None:
+            h = h + self.time(temb)[:, :, None, None]
         return F.relu(self.expand(self.mix(h)) + self.shortcut(x))
 
 
@@ -46,12 +58,16 @@ class ReadoutOperator(nn.Module):
         latent_size: s, latent side.
         embedding_dim: width of the timestep / σ_y embeddings (1280 for SD-1.5).
         hidden: per-layer output width (384 for SD-1.5); the bottleneck is ``hidden // 4``.
+        time_input: ``unet`` or ``none`` (see :data:`TIME_INPUTS`).
     """
 
     def __init__(self, feature_channels: list[int], latent_channels: int, latent_size: int,
-                 embedding_dim: int, hidden: int = 384):
+                 embedding_dim: int, hidden: int = 384, time_input: str = "unet"):
         super().__init__()
+        if time_input not in TIME_INPUTS:
+            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
         self.latent_size = latent_size
+        self.uses_timestep = time_input == "unet"
         self.sigma_map = nn.Linear(embedding_dim, latent_size * latent_size)
         self.sigma_norm = nn.LayerNorm([1, latent_size, latent_size])
         self.blocks = nn.ModuleList(
@@ -66,12 +82,12 @@ class ReadoutOperator(nn.Module):
         """``features``: list of (B, C_i, h_i, w_i); ``temb``, ``sigma_emb``: (B or 1, E).
 
         ``z0`` is unused (the features carry the latent); it keeps one signature for both
-        operator kinds.
+        operator kinds. ``temb`` is ignored unless :attr:`uses_timestep`.
         """
         s = self.latent_size
         b = features[0].shape[0]
         smap = self.sigma_norm(self.sigma_map(sigma_emb).reshape(-1, 1, s, s)).expand(b, 1, s, s)
-        temb = temb.expand(b, -1)
+        temb = temb.expand(b, -1) if self.uses_timestep else None
         weights = torch.softmax(self.layer_weights, dim=0)
         mixed = 0
         for i, (block, feat) in enumerate(zip(self.blocks, features)):

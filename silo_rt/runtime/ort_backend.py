@@ -39,13 +39,18 @@ class OrtGraphs:
         manifest: its manifest.
         providers: ONNX Runtime execution providers, default :func:`default_providers`.
         threads: intra-op threads (None = ONNX Runtime's default, all cores).
+        precision: ``fp32`` runs the ``step`` graph, ``fp16`` the bundle's ``step_fp16``.
     """
 
     def __init__(self, bundle: Path, manifest: dict, providers: list[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, precision: str = "fp32"):
         import onnxruntime as ort
 
         self.manifest = manifest
+        self.step_graph = "step_fp16" if precision == "fp16" else "step"
+        if self.step_graph not in manifest["graphs"]:
+            raise SiloError(f"bundle {Path(bundle).name} has no {precision} step graph; "
+                            "export it again with --precision fp16")
         self.providers = providers or default_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         options = ort.SessionOptions()
@@ -99,7 +104,7 @@ class OrtGraphs:
     def single_step(self, z, w, context, timestep, coefficients, noise, eta, sigma_y,
                     cfg_scale=None):
         """A zero-argument callable that runs one step on pre-bound inputs (benchmarks)."""
-        session = self.session("step")
+        session = self.session(self.step_graph)
         binding = session.io_binding()
         values = self._bind_constants(binding, w, context, eta, sigma_y, cfg_scale)
         for name, array in (("z_t", z), ("timestep", np.asarray(timestep).reshape(1)),
@@ -133,7 +138,7 @@ class OrtGraphs:
         """
         from onnxruntime import OrtValue
 
-        session = self.session("step")
+        session = self.session(self.step_graph)
         device = self.device
         value = self._value
         steps = len(timesteps)

@@ -9,6 +9,7 @@ import numpy as np
 from .. import consistency
 from ..errors import SiloError
 from ..noise import NoiseSource
+from ..resize import DEFAULT_RESIZER, LEGACY_RESIZER
 from .manifest import read_manifest
 from .ort_backend import OrtGraphs, StepCallback
 
@@ -34,14 +35,16 @@ class BundleRunner:
         backend: ``ort`` (ONNX Runtime), ``trt`` (TensorRT, CUDA graphs) or ``auto``
             (TensorRT when usable, else ONNX Runtime with CUDA when present, else CPU).
         providers, threads: passed to :class:`~.ort_backend.OrtGraphs`.
-        precision: TensorRT engine precision (``fp16`` or ``fp32``).
+        precision: ``fp16`` or ``fp32`` step (None: fp16 with TensorRT, fp32 with ONNX
+            Runtime, whose CPU kernels are fastest in fp32); fp16 needs a bundle exported
+            with ``--precision fp16``.
         verify: check every file's sha256 against the manifest first.
         log: progress lines (e.g. TensorRT engine builds on first use).
     """
 
     def __init__(self, bundle: str | Path, backend: str = "ort",
                  providers: list[str] | None = None, threads: int | None = None,
-                 precision: str = "fp16", verify: bool = True, log=lambda line: None):
+                 precision: str | None = None, verify: bool = True, log=lambda line: None):
         if backend not in BACKENDS:
             raise SiloError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
         self.path = Path(bundle)
@@ -51,10 +54,11 @@ class BundleRunner:
         if backend == "trt":
             from .tensorrt_backend import TrtGraphs
 
-            self.graphs = TrtGraphs(self.path, self.manifest, precision, log=log)
+            self.graphs = TrtGraphs(self.path, self.manifest, precision or "fp16", log=log)
             self.label = f"trt ({self.graphs.key.describe()})"
         else:
-            self.graphs = OrtGraphs(self.path, self.manifest, providers, threads)
+            self.graphs = OrtGraphs(self.path, self.manifest, providers, threads,
+                                    precision or "fp32")
             self.label = f"ort ({self.graphs.providers[0]})"
         self.backend = backend
         context_file = self.path / self.manifest["context"]["file"]
@@ -63,6 +67,13 @@ class BundleRunner:
     @property
     def task(self) -> str:
         return self.manifest["task"]
+
+    @property
+    def resizer(self) -> str:
+        """The SR measurement model the bundle's operator was trained against."""
+        operator = self.manifest.get("operator", {})
+        return operator.get("resizer", DEFAULT_RESIZER if "version" in operator
+                            else LEGACY_RESIZER)
 
     @property
     def steps(self) -> int:
@@ -124,4 +135,4 @@ class BundleRunner:
                                    m["eta"] if eta is None else eta,
                                    m["sigma_y"] if sigma_y is None else sigma_y, cfg, callback)
         x = self.graphs.run("vae_decoder", z0=z0)[0]
-        return consistency.keep_measured(self.task, y, x) if keep_measured else x
+        return consistency.keep_measured(self.task, y, x, self.resizer) if keep_measured else x
