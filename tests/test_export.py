@@ -1,7 +1,7 @@
 """Export and the ONNX Runtime runtime: per-graph parity, end-to-end parity, refusals.
 
-Bundles are exported once per module (tiny prior, few steps): a CNN operator for sr8, and a
-readout operator for ip with CFG and a prompt.
+Bundles are exported once per module (tiny prior, few steps, with the fp16 step too): a CNN
+operator for sr8, and a readout operator for ip with CFG and a prompt.
 """
 
 import json
@@ -46,9 +46,9 @@ def exported(request, tiny_prior, tmp_path_factory):
     save_operator(folder / "op.safetensors", operator, config)
     out = folder / "bundle"
     stages = []
-    export_bundle(tiny_prior, operator, config, ExportOptions(options, 64), out,
-                  on_stage=lambda name, s: stages.append(name))
-    assert stages == ["vae_encoder", "vae_decoder", "unet_h", "step"]
+    export_bundle(tiny_prior, operator, config, ExportOptions(options, 64, precision="fp16"),
+                  out, on_stage=lambda name, s: stages.append(name))
+    assert stages == ["vae_encoder", "vae_decoder", "unet_h", "step", "step_fp16"]
     return {"arch": arch, "task": task, "options": options, "operator": operator,
             "config": config, "bundle": out, "folder": folder}
 
@@ -78,6 +78,19 @@ def test_graphs_are_standard_onnx(exported):
         onnx.checker.check_model(model, full_check=True)
         assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
         assert model.opset_import[0].version == 18
+
+
+def test_tensorrt_parses_and_builds_every_graph(exported):
+    """NVIDIA's parser and AOT builder (TensorRT-RTX, no GPU) accept the whole bundle,
+    the fp16 step with its float32 tail included."""
+    pytest.importorskip("tensorrt_rtx")
+    from silo_rt.runtime.engines import check_bundle_with_tensorrt
+
+    verdicts = check_bundle_with_tensorrt(exported["bundle"],
+                                          read_manifest(exported["bundle"]))
+    assert {v.graph for v in verdicts} == {"vae_encoder", "vae_decoder", "unet_h", "step",
+                                           "step_fp16"}
+    assert all(v.ok for v in verdicts), [(v.graph, v.message) for v in verdicts if not v.ok]
 
 
 def test_fp16_engines_keep_the_step_tail_in_fp32(exported):

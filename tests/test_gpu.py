@@ -17,8 +17,11 @@ from silo_rt.sampler import SamplingOptions, restore
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-FP16_TOLERANCE = 5e-2  # relative, end to end over 12 steps; see the issue note for the
-#                        measured value (FP16 UNet activations, FP32 tail and VAE)
+# Relative, end to end over this file's 12-step tiny readout restoration. Measured on the
+# CPU with the same bundle's step_fp16 through ONNX Runtime (benchmarks/fp16-parity.md):
+# 2.0e-4 against the fp32 reference (per step at most 1.4e-4). TensorRT's fp16 tactics may
+# accumulate in fp16 where ONNX Runtime's CPU kernels do not, so the bound allows 25x that.
+FP16_TOLERANCE = 5e-3
 
 
 def rel(a, b):
@@ -93,7 +96,7 @@ def bundle(tiny_prior, setup, tmp_path_factory):
     _require_tensorrt()  # before the export: it needs onnxscript, which may be absent
     out = tmp_path_factory.mktemp("gpu") / "bundle"
     export_bundle(tiny_prior, setup["operator"], setup["config"],
-                  ExportOptions(setup["options"], 64), out)
+                  ExportOptions(setup["options"], 64, precision="fp16"), out)
     return out
 
 

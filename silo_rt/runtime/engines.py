@@ -63,8 +63,9 @@ def import_tensorrt():
 
         return trt, "tensorrt_rtx"
     except ImportError:
-        raise SiloError("TensorRT is not installed: install NVIDIA's `tensorrt` wheel "
-                        "(or `tensorrt-rtx`) on a machine with an NVIDIA GPU") from None
+        raise SiloError("TensorRT is not installed: install NVIDIA's `tensorrt` wheel on a GPU "
+                        "machine (to only check graphs, no GPU needed: "
+                        "pip install 'silo-rt[trt-check]')") from None
 
 
 # ---------------------------------------------------------------- ONNX parser rules (static)
