@@ -1,12 +1,16 @@
 """The ``silo-rt`` command line: degrade, train, export, restore, bench.
 
-Every user mistake ends in one ``error: …`` line on stderr and exit status 2; outputs are
-written to a temporary name and renamed, so a failed command leaves no output file.
+Every failure ends in exactly one ``error: …`` line on stderr (click's usage errors too):
+exit status 2 for a mistake, 1 for a failed check, 130 for Ctrl-C. Numeric options are
+range-checked once, here (ranges in ``--help``). A command checks all its outputs before any
+work (folder exists and is writable, not a folder, not an input) and writes them under
+temporary names renamed together at the end, so a failed command replaces nothing.
 Heavy libraries are imported inside each command.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -21,6 +25,30 @@ SIGMA_HELP = ("measurement noise std in the [-1, 1] image range (the paper's sig
               f"for [0, 1] images is 0.02 here)  [default: {DEFAULT_SIGMA_Y}]")
 MODEL_HELP = ("latent diffusion prior: a local diffusers folder, a hub id (org/name), or a "
               "built-in random-weight model for tests: tiny, small, sd15-random")
+
+MAX_SEED = 2**63 - 1
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite (click's FloatRange lets NaN through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+SIGMA_Y = FiniteFloat(0.0, 1.0, max_open=True)
+ETA = FiniteFloat(0.0, 100.0)
+CFG = FiniteFloat(1.0, 50.0)
+SEED = click.IntRange(0, MAX_SEED)
+STEPS = click.IntRange(1, 1000)
+IMAGE_SIZE = click.IntRange(8, 4096)
+THREADS = click.IntRange(1, 1024)
+LEARNING_RATE = FiniteFloat(0.0, 1.0, min_open=True)
 
 pt_arch_option = click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
                               help="architecture of a plain .pt operator")
@@ -48,28 +76,39 @@ def cli():
     """
 
 
+_open_bars: list = []  # progress bars drawn now; an error closes them before its line
+
+
 def _progress(total: int, desc: str):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
+    _open_bars.append(bar)
 
     def callback(i, t, z, loss):
         bar.update(1)
         if i % 10 == 0 or i == total - 1:
             bar.set_postfix(loss=f"{loss:.3f}")
         if i == total - 1:
+            _open_bars.remove(bar)
             bar.close()
 
     return callback
 
 
+def _close_bars() -> None:
+    """End every open bar's line (and stop it being redrawn) before an error is printed."""
+    while _open_bars:
+        _open_bars.pop().close()
+
+
 @cli.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @task_option
-@click.option("--sigma-y", type=float, default=DEFAULT_SIGMA_Y, show_default=False,
+@click.option("--sigma-y", type=SIGMA_Y, default=DEFAULT_SIGMA_Y, show_default=False,
               help=SIGMA_HELP)
-@click.option("--seed", type=int, default=0, show_default=True, help="noise seed")
-@click.option("--size", type=int, default=None,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="noise seed")
+@click.option("--size", type=IMAGE_SIZE, default=None,
               help="centre-crop to a square and resize to SIZE px first (e.g. 512)")
 @resizer_option
 @click.option("--out", required=True, type=click.Path(path_type=Path),
@@ -80,8 +119,10 @@ def degrade(image, task, sigma_y, seed, size, resizer, out):
     SR measurements are written at low resolution (e.g. 64x64 for sr8 on 512x512).
     """
     from .degradations import make_measurement
-    from .images import read_image, write_image
+    from .images import check_outputs, image_format, read_image, write_image
 
+    check_outputs([out], inputs=[image])
+    image_format(out)
     x = read_image(image)
     if size is not None:
         x = _square_resize(x, size)
@@ -115,16 +156,17 @@ def _square_resize(x, size: int):
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="folder of clean training images (searched recursively)")
 @click.option("--model", required=True, help=MODEL_HELP)
-@click.option("--steps", type=int, default=1000, show_default=True, help="optimiser steps")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--lr", type=float, default=None,
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="optimiser steps")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("--lr", type=LEARNING_RATE, default=None,
               help="learning rate [default: 1e-4 Adam for cnn, 2e-4 AdamW for readout]")
-@click.option("--size", type=int, default=None,
+@click.option("--size", type=IMAGE_SIZE, default=None,
               help="training image side in px [default: the prior's native size]")
-@click.option("--sigma-y-max", type=float, default=None,
+@click.option("--sigma-y-max", type=SIGMA_Y, default=None,
               help="sigma_y ~ U(0, MAX) per example [default: 0.04 cnn, 0.1 readout]")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=500, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True,
               help="save a resumable training state every N steps")
 @click.option("--resume", is_flag=True, help="continue from OUT.train-state/")
 @resizer_option
@@ -140,14 +182,13 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
     from .prior import load_prior
     from .training import TrainOptions, train_operator
 
-    for name, value in (("steps", steps), ("batch-size", batch_size),
-                        ("checkpoint-every", checkpoint_every)):
-        if value < 1:
-            raise SiloError(f"--{name} must be at least 1, got {value}")
     sigma_range = None if sigma_y_max is None else (0.0, sigma_y_max)
-    prior = load_prior(model)
     options = TrainOptions(arch, task, data, out, steps, batch_size, lr, size, sigma_range,
                            seed, checkpoint_every, resume, resizer)
+    options.validate()  # outputs writable, before the (slow) prior is loaded
+    if not data.is_dir():
+        raise SiloError(f"training data folder not found: {data}")
+    prior = load_prior(model)
     config = train_operator(prior, options)
     click.echo(f"wrote {out} ({config.arch} operator for {config.task}, "
                f"{config.image_size}px, {config.trained_steps} steps)")
@@ -174,13 +215,15 @@ def demo_data(out):
                    "train inside it")
 @click.option("--architecture", type=click.Choice(["demo", "tiny", "small"]), default="demo",
               show_default=True, help="architecture of a new prior (vae part only)")
-@click.option("--steps", type=int, required=True, help="optimiser steps")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True, help="AdamW learning rate")
-@click.option("--ema-decay", type=float, default=0.999, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), required=True, help="optimiser steps")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--lr", type=LEARNING_RATE, default=3e-4, show_default=True,
+              help="AdamW learning rate")
+@click.option("--ema-decay", type=FiniteFloat(0.0, 1.0, max_open=True), default=0.999,
+              show_default=True,
               help="EMA decay of the UNet weights (the EMA is what gets saved)")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=500, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True,
               help="save a resumable training state every N steps")
 @click.option("--resume", is_flag=True, help="continue from OUT/.train-state-PART/")
 def train_prior_command(part, data, out, architecture, steps, batch_size, lr, ema_decay, seed,
@@ -193,12 +236,6 @@ def train_prior_command(part, data, out, architecture, steps, batch_size, lr, em
     """
     from .prior_training import PriorTrainOptions, train_prior
 
-    for name, value in (("steps", steps), ("batch-size", batch_size),
-                        ("checkpoint-every", checkpoint_every)):
-        if value < 1:
-            raise SiloError(f"--{name} must be at least 1, got {value}")
-    if not 0.0 <= ema_decay < 1.0:
-        raise SiloError(f"--ema-decay must be in [0, 1), got {ema_decay}")
     entry = train_prior(PriorTrainOptions(part, data, out, steps, batch_size, lr,
                                           architecture, seed, checkpoint_every, resume,
                                           ema_decay=ema_decay))
@@ -216,20 +253,20 @@ def train_prior_command(part, data, out, architecture, steps, batch_size, lr, em
 @click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--task", type=click.Choice(list(TASKS)), default=None,
               help="degradation [default: the operator's task]")
-@click.option("--size", type=int, default=None,
+@click.option("--size", type=IMAGE_SIZE, default=None,
               help="image side in px [default: the operator's training size]")
-@click.option("--batch", type=int, default=1, show_default=True,
+@click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True,
               help="batch size the graphs are traced for (shapes are static)")
-@click.option("--steps", type=int, default=None,
+@click.option("--steps", type=STEPS, default=None,
               help="DDPM steps [default: 999, or what the operator's makers used]")
-@click.option("--eta", type=float, default=None,
+@click.option("--eta", type=ETA, default=None,
               help="consistency scale [default: 0.5, or 1.0 for ip]")
 @click.option("--prompt", default=None,
               help="text condition, embedded into the bundle [default: empty, or the "
                    "authors' prompt for their operators]")
-@click.option("--cfg", "cfg_scale", type=float, default=1.0, show_default=True,
+@click.option("--cfg", "cfg_scale", type=CFG, default=1.0, show_default=True,
               help="classifier-free guidance scale (1 = off; > 1 doubles the UNet batch)")
-@click.option("--sigma-y", type=float, default=DEFAULT_SIGMA_Y, help=SIGMA_HELP)
+@click.option("--sigma-y", type=SIGMA_Y, default=DEFAULT_SIGMA_Y, help=SIGMA_HELP)
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
               show_default=True,
               help="fp16: also write step_fp16, the step with an fp16 UNet and H_theta (fp32 "
@@ -264,12 +301,12 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
     import time
 
     from .export import ExportOptions, export_bundle
+    from .export.bundle import check_export_target
     from .operators import load_operator
     from .prior import load_prior
     from .sampler import SamplingOptions
 
-    if batch < 1:
-        raise SiloError(f"--batch must be at least 1, got {batch}")
+    check_export_target(out)  # before loading anything
     if engines == "trt":
         from .runtime.engines import current_key
 
@@ -338,20 +375,21 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default=None,
               help="precision of a bundle's step: fp16 needs a bundle exported with "
                    "--precision fp16  [default: fp16 with trt, fp32 with ort]")
-@click.option("--threads", type=int, default=None,
+@click.option("--threads", type=THREADS, default=None,
               help="CPU threads for ONNX Runtime [default: all cores]")
-@click.option("--steps", type=int, default=None,
+@click.option("--steps", type=STEPS, default=None,
               help="DDPM steps [default: the count a bundle was exported with; 999 or the "
                    "operator makers' count with --model]")
-@click.option("--eta", type=float, default=None,
+@click.option("--eta", type=ETA, default=None,
               help="consistency scale [default: the bundle's, or 0.5 / 1.0 for ip]")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--prompt", default=None,
               help="text condition (torch backend; a bundle embeds its prompt at export)  "
                    "[default: empty, or the authors' prompt for their operators]")
-@click.option("--cfg", "cfg_scale", type=float, default=1.0, show_default=True,
-              help="classifier-free guidance scale, 1 = off (torch backend)")
-@click.option("--sigma-y", type=float, default=None, help=SIGMA_HELP)
+@click.option("--cfg", "cfg_scale", type=CFG, default=None,
+              help="classifier-free guidance scale, 1 = off (torch backend; a bundle embeds "
+                   "its scale at export)  [default: 1]")
+@click.option("--sigma-y", type=SIGMA_Y, default=None, help=SIGMA_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="restored image to write (.png)")
 @click.option("--compare", "compare_path", type=click.Path(path_type=Path), default=None,
@@ -372,13 +410,20 @@ def restore(measurement, bundle, task, model, operator_path, arch, time_input, b
     (`--model` + `--operator`), or, given neither, with the embedded 64x64 demo model
     (tasks sr4 and ip; no download, no PyTorch).
     """
-    from .images import psnr, read_image, write_image
+    from .images import OutputPlan, image_format, psnr, read_image
 
+    if bundle is not None:
+        _refuse_torch_options(model=model, operator=operator_path, prompt=prompt,
+                              cfg=cfg_scale, arch=arch, time_input=time_input)
+    outputs = OutputPlan([out, compare_path], inputs=[measurement, reference, bundle])
+    for path in outputs.targets:
+        image_format(path)
     if bundle is None and model is None and operator_path is None and backend in ("auto",
                                                                                    "ort"):
         from .demo import SD15_HINT, demo_bundle
 
         bundle = demo_bundle(task)
+        _refuse_torch_options(prompt=prompt, cfg=cfg_scale, arch=arch, time_input=time_input)
         click.echo(f"using the embedded 64x64 demo model ({bundle.name}); {SD15_HINT}",
                    err=True)
     if backend == "auto" and bundle is None:
@@ -389,11 +434,6 @@ def restore(measurement, bundle, task, model, operator_path, arch, time_input, b
     torch_backend = backend in ("torch", "torch-cuda")
     if torch_backend and (model is None or operator_path is None):
         raise SiloError(f"the {backend} backend needs --model and --operator")
-    if seed < 0:
-        raise SiloError(f"--seed must be >= 0, got {seed}")
-    for path in (out, compare_path):
-        if path is not None and not path.resolve().parent.is_dir():
-            raise SiloError(f"output folder does not exist: {path.parent}")
     y = read_image(measurement)
     truth = None if reference is None else read_image(reference)
     if not torch_backend:
@@ -405,22 +445,41 @@ def restore(measurement, bundle, task, model, operator_path, arch, time_input, b
         if keep_measured and task is not None:
             consistency.check_keep_measured(task)
         x, label, config = _restore_torch(y, task, model, operator_path, arch, time_input, steps,
-                                          eta, seed, prompt, cfg_scale, sigma_y, keep_measured,
-                                          cuda=backend == "torch-cuda")
+                                          eta, seed, prompt, cfg_scale or 1.0, sigma_y,
+                                          keep_measured, cuda=backend == "torch-cuda")
         if keep_measured:
             x = consistency.keep_measured(config.task, y, x, config.resizer)
     if truth is not None and truth.shape != x.shape:
         raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
                         f"{x.shape[-1]}x{x.shape[-2]}")
-    write_image(out, x)
+    _write_restoration(outputs, out, compare_path, y, x, truth)
     click.echo(f"wrote {out} ({x.shape[-1]}x{x.shape[-2]}, backend {label})")
     if truth is not None:
         click.echo(f"PSNR against {reference}: {psnr(x, truth):.2f} dB")
     if compare_path is not None:
-        from .compare import write_comparison
-
-        write_comparison(compare_path, y, x, truth)
         click.echo(f"wrote {compare_path}")
+
+
+def _refuse_torch_options(**given) -> None:
+    """A bundle embeds its model, operator, prompt and guidance: refuse options it ignores."""
+    ignored = [f"--{name.replace('_', '-')}" for name, value in given.items()
+               if value is not None]
+    if ignored:
+        raise SiloError(f"{', '.join(ignored)} cannot be used with a bundle: a bundle embeds "
+                        "its model, operator, prompt and guidance at export (use "
+                        "--backend torch with --model/--operator, or export a new bundle)")
+
+
+def _write_restoration(outputs, out, compare_path, y, x, truth) -> None:
+    """Write the restoration (and the comparison) together: both or neither."""
+    from .images import write_image
+
+    with outputs:
+        outputs.stage(out, lambda path: write_image(path, x))
+        if compare_path is not None:
+            from .compare import write_comparison
+
+            outputs.stage(compare_path, lambda path: write_comparison(path, y, x, truth))
 
 
 def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, seed, sigma_y,
@@ -486,11 +545,12 @@ def _restore_torch(y, task, model, operator_path, arch, time_input, steps, eta, 
               help="folder of clean .png images of the bundle's size (e.g. held-out crops)")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="existing folder for TASK.json and TASK-grid.png")
-@click.option("--sigma-y", type=float, default=None, help=SIGMA_HELP)
-@click.option("--seed", type=int, default=0, show_default=True, help="restoration seed")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime threads")
-@click.option("--limit", type=int, default=None, help="use only the first N images")
-@click.option("--steps", type=int, default=None,
+@click.option("--sigma-y", type=SIGMA_Y, default=None, help=SIGMA_HELP)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="restoration seed")
+@click.option("--threads", type=THREADS, default=None, help="ONNX Runtime threads")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="use only the first N images")
+@click.option("--steps", type=STEPS, default=None,
               help="DDPM steps [default: the count the bundle was exported with]")
 def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps):
     """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness) on clean images
@@ -528,26 +588,26 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps):
               help="time a trained operator instead of a random-init one")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="time this bundle for the ort backend instead of exporting one")
-@click.option("--size", type=int, default=None,
+@click.option("--size", type=IMAGE_SIZE, default=None,
               help="image side in px [default: the prior's native size]")
 @click.option("--backends", default="torch,ort", show_default=True,
               help="comma-separated backends to run side by side in this process: torch "
                    "(PyTorch eager reference), ort (ONNX Runtime on an exported bundle); on "
                    "NVIDIA GPUs also torch-cuda, torch-cuda-graph, trt-fp16, trt-fp32")
-@click.option("--steps", type=int, default=20, show_default=True,
+@click.option("--steps", type=STEPS, default=20, show_default=True,
               help="steps of the end-to-end restoration that is timed")
-@click.option("--reps", type=int, default=10, show_default=True,
+@click.option("--reps", type=click.IntRange(1, 100_000), default=10, show_default=True,
               help="timed repetitions per graph / step (after the warm-up)")
-@click.option("--warmup", type=int, default=2, show_default=True,
+@click.option("--warmup", type=click.IntRange(0, 100_000), default=2, show_default=True,
               help="untimed repetitions before timing")
-@click.option("--threads", type=int, default=2, show_default=True,
+@click.option("--threads", type=THREADS, default=2, show_default=True,
               help="CPU threads for every backend")
 @click.option("--baselines", default="ldps,psld", show_default=True,
               help="decoder-in-the-loop baselines to time one step of (ldps, gml-dps, psld; "
                    "'none' to skip)")
-@click.option("--baseline-reps", type=int, default=3, show_default=True,
+@click.option("--baseline-reps", type=click.IntRange(1, 100_000), default=3, show_default=True,
               help="timed repetitions of each baseline step")
-@click.option("--restore-reps", type=int, default=3, show_default=True,
+@click.option("--restore-reps", type=click.IntRange(1, 100_000), default=3, show_default=True,
               help="timed end-to-end restorations per backend (median reported)")
 @click.option("--no-restoration", is_flag=True,
               help="skip the end-to-end restorations (graphs and steps only)")
@@ -571,7 +631,8 @@ def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps,
     import json
 
     from .bench import BenchConfig, render_markdown, render_table, run_bench, write_plot
-    from .images import atomic_write
+    from .bench.report import all_failed
+    from .images import OutputPlan
 
     config = BenchConfig(
         model=model, task=task, arch=arch, operator=operator_path, bundle=bundle,
@@ -582,16 +643,21 @@ def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps,
         baseline_reps=baseline_reps, restoration=not no_restoration,
         restore_reps=restore_reps, cache=cache,
         log=lambda line: click.echo(line, err=True))
+    outputs = OutputPlan([json_path, markdown_path, plot_path])  # before the benchmark
     result = run_bench(config)
     click.echo(render_table(result))
-    if json_path:
-        text = json.dumps(result, indent=1)
-        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
-    if markdown_path:
-        text = render_markdown(result)
-        atomic_write(markdown_path, lambda tmp: Path(tmp).write_text(text))
-    if plot_path:
-        write_plot(result, plot_path)
+    with outputs:
+        if json_path:
+            text = json.dumps(result, indent=1)
+            outputs.stage(json_path, lambda path: Path(path).write_text(text))
+        if markdown_path:
+            text = render_markdown(result)
+            outputs.stage(markdown_path, lambda path: Path(path).write_text(text))
+        if plot_path:
+            outputs.stage(plot_path, lambda path: write_plot(result, path))
+    if all_failed(result):
+        raise SiloError(f"every backend failed ({', '.join(sorted(result['failed']))}; see "
+                        "above)", exit_code=1)
 
 
 # Modules of the optional extras, and the extra that brings each.
@@ -603,26 +669,33 @@ OPTIONAL_MODULES = {"torch": "reference", "diffusers": "reference", "transformer
 
 
 def main(argv=None):
-    """Console entry point: run the CLI, turning :class:`SiloError` into one line + exit 2."""
+    """Console entry point: run the CLI; every failure, click's usage errors included, ends
+    in exactly one ``error: …`` line (exit 2 for a mistake, 1 for a failed check, 130 for
+    Ctrl-C)."""
     try:
         cli.main(args=argv, prog_name="silo-rt", standalone_mode=False)
     except SiloError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except ModuleNotFoundError as exc:
         extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
         if extra is None:
             raise
-        click.echo(f"error: this command needs {exc.name!r}: pip install 'silo-rt[{extra}]'",
-                   err=True)
-        sys.exit(2)
+        _fail(f"this command needs {exc.name!r}: pip install 'silo-rt[{extra}]'", 2)
     except click.exceptions.Abort:
+        _close_bars()
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code)
     return 0
+
+
+def _fail(message: str, exit_code: int):
+    """Close any progress bar, print the one error line and exit."""
+    _close_bars()
+    line = " ".join(message.split())  # one line, whatever the message held
+    click.echo(f"error: {line}", err=True)
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 
 from .consistency import SUPPORTED_TASKS, keep_measured
 from .errors import SiloError
-from .images import atomic_write, psnr, read_image, to_uint8
+from .images import OutputPlan, psnr, read_image, to_uint8
 from .resize import DEFAULT_RESIZER
 from .tasks import measured_pixels
 
@@ -88,6 +88,7 @@ def _metrics(image, truth):
 
 
 def _grid(rows: list[list[np.ndarray]], path: Path, scale: int = 3) -> None:
+    """Write the grid PNG to ``path``."""
     """Rows of equally sized images (measurements enlarged) as one PNG."""
     from PIL import Image
 
@@ -97,7 +98,7 @@ def _grid(rows: list[list[np.ndarray]], path: Path, scale: int = 3) -> None:
         for c, image in enumerate(row):
             tile = Image.fromarray(to_uint8(image)).resize((side, side), Image.NEAREST)
             canvas.paste(tile, (c * (side + 2), r * (side + 2)))
-    atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
+    canvas.save(path, format="PNG")
 
 
 def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None = None,
@@ -112,14 +113,20 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     from .degradations import make_measurement
     from .runtime import BundleRunner
 
-    runner = BundleRunner(bundle, backend="ort", threads=threads)
-    task, size, resizer = runner.task, runner.manifest["image_size"], runner.resizer
-    sigma_y = runner.manifest["sigma_y"] if sigma_y is None else sigma_y
-    paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() == ".png")[:limit]
-    if not paths:
-        raise SiloError(f"no .png images in {images}")
+    images, out = Path(images), Path(out)
+    if not images.is_dir():
+        raise SiloError(f"--data must be a folder of .png images: {images}")
     if not out.is_dir():
         raise SiloError(f"output folder does not exist: {out}")
+    runner = BundleRunner(bundle, backend="ort", threads=threads)
+    task, size, resizer = runner.task, runner.spec.image_size, runner.resizer
+    sigma_y = runner.spec.sigma_y if sigma_y is None else sigma_y
+    runner.schedule(steps)  # refuse an impossible step count before restoring anything
+    paths = sorted(p for p in images.iterdir() if p.suffix.lower() == ".png"
+                   and p.is_file())[:limit]
+    if not paths:
+        raise SiloError(f"no .png images in {images}")
+    outputs = OutputPlan([out / f"{task}.json", out / f"{task}-grid.png"], inputs=paths)
     imposable = task in SUPPORTED_TASKS  # also report restore --keep-measured
     per_image, rows = [], []
     for index, path in enumerate(paths):
@@ -156,6 +163,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         "per_image": per_image,
     }
     text = json.dumps(report, indent=1)
-    atomic_write(out / f"{task}.json", lambda tmp: Path(tmp).write_text(text))
-    _grid(rows, out / f"{task}-grid.png")
+    with outputs:
+        outputs.stage(out / f"{task}.json", lambda path: Path(path).write_text(text))
+        outputs.stage(out / f"{task}-grid.png", lambda path: _grid(rows, path))
     return report

@@ -51,12 +51,17 @@ class SamplingOptions:
         return get_task(self.task).eta if self.eta is None else float(self.eta)
 
     def validate(self) -> None:
+        """Refuse out-of-range settings (NaN included) in one :class:`SiloError` line."""
+        import math
+
         get_task(self.task)
-        if self.steps < 1:
-            raise SiloError(f"steps must be at least 1, got {self.steps}")
-        if self.cfg_scale < 1.0:
-            raise SiloError(f"cfg scale must be >= 1 (1 = off), got {self.cfg_scale}")
-        if not 0.0 <= self.sigma_y < 1.0:
+        if not 1 <= self.steps <= 1000:
+            raise SiloError(f"steps must be between 1 and 1000, got {self.steps}")
+        if not (math.isfinite(self.cfg_scale) and 1.0 <= self.cfg_scale <= 50.0):
+            raise SiloError(f"cfg scale must be in [1, 50] (1 = off), got {self.cfg_scale}")
+        if self.eta is not None and not (math.isfinite(self.eta) and 0.0 <= self.eta <= 100.0):
+            raise SiloError(f"eta must be a finite number in [0, 100], got {self.eta}")
+        if not (math.isfinite(self.sigma_y) and 0.0 <= self.sigma_y < 1.0):
             raise SiloError(f"sigma_y must be in [0, 1) (the [-1, 1] image range), "
                             f"got {self.sigma_y}")
 

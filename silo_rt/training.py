@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,28 @@ class TrainOptions:
     checkpoint_every: int = 500
     resume: bool = False
     resizer: str = DEFAULT_RESIZER  # SR measurement model the operator learns to imitate
+
+    def validate(self) -> None:
+        """Refuse bad settings and unwritable outputs before anything is loaded or written."""
+        from .images import check_outputs
+
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SiloError(f"{name.replace('_', ' ')} must be an integer >= 1, got "
+                                f"{value}")
+        if self.lr is not None and not (math.isfinite(self.lr) and 0.0 < self.lr <= 1.0):
+            raise SiloError(f"learning rate must be a finite number in (0, 1], got {self.lr}")
+        if self.sigma_y_range is not None:
+            lo, hi = self.sigma_y_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo <= hi < 1.0):
+                raise SiloError(f"sigma_y range must satisfy 0 <= min <= max < 1, got "
+                                f"{tuple(self.sigma_y_range)}")
+        if self.out.suffix != ".safetensors":
+            raise SiloError(f"--out must end in .safetensors, got {self.out.name}")
+        check_outputs([self.out, self.loss_log])
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            raise SiloError(f"{self.state_dir} exists and is not a folder")
 
     @property
     def state_dir(self) -> Path:
@@ -84,18 +109,25 @@ class ImageFolder(torch.utils.data.Dataset):
         import numpy as np
         from PIL import Image
 
-        path = self.paths[index]
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-        except OSError as exc:
-            raise SiloError(f"cannot read training image {path}: {exc}") from None
-        short = min(im.size)
+        from .images import decode_rgb
+
+        rgb = decode_rgb(self.paths[index], "training image")  # (H, W, 3) in [0, 255]
+        short = min(rgb.shape[:2])
         if short < self.image_size:  # upscale small images so the crop fits
+            im = Image.fromarray(rgb.round().astype(np.uint8))
             scale = self.image_size / short
             im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC)
-        x = torch.from_numpy(np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+            rgb = np.asarray(im, dtype=np.float32)
+        x = torch.from_numpy(rgb.transpose(2, 0, 1) / 255.0)
         return (self.augment(x[None])[0] * 2 - 1).clamp(-1, 1)
+
+    def check_headers(self) -> None:
+        """Open every image's header (no decoding): refuse non-images and huge images before
+        training writes anything."""
+        from .images import check_header
+
+        for path in self.paths:
+            check_header(path, "training image")
 
 
 def posterior_sample(vae, x, generator):
@@ -155,13 +187,46 @@ class OperatorTrainer:
         return torch.nn.functional.l1_loss(prediction, target)
 
 
-def _trim_loss_log(path: Path, last_step: int) -> None:
-    """Keep only the log lines up to ``last_step`` (all gone for a fresh run)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+def _kept_log_lines(path: Path, last_step: int) -> str:
+    """The log's lines up to ``last_step`` (none for a fresh run), as text."""
+    if not path.exists() or last_step == 0:
+        return ""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if line and json.loads(line)["step"] <= last_step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            raise SiloError(f"cannot resume: {path} has a malformed line {line[:60]!r}") \
+                from None
+    return "".join(kept)
+
+
+class StagedLog:
+    """The loss log, written to a hidden file and published onto ``path`` at each saved
+    state and at the end, so a run that fails early leaves the previous log untouched."""
+
+    def __init__(self, path: Path, last_step: int):
+        self.path = path
+        self.staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        self.file = self.staged.open("w")
+        self.file.write(_kept_log_lines(path, last_step))
+
+    def write(self, entry: dict) -> None:
+        self.file.write(json.dumps(entry) + "\n")
+
+    def publish(self) -> None:
+        """Make ``path`` hold everything written so far (atomically)."""
+        self.file.flush()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+        shutil.copyfile(self.staged, tmp)
+        os.replace(tmp, self.path)
+
+    def close(self, ok: bool) -> None:
+        self.file.close()
+        if ok:
+            os.replace(self.staged, self.path)
+        self.staged.unlink(missing_ok=True)
 
 
 def optimisation_loop(accelerator, loader, optimizer, loss_fn, *, start: int, total: int,
@@ -179,8 +244,8 @@ def optimisation_loop(accelerator, loader, optimizer, loss_fn, *, start: int, to
     bar = tqdm(total=total, initial=start, desc=desc,
                disable=not progress or not accelerator.is_main_process)
     step, recent = start, []
-    _trim_loss_log(loss_log, start)
-    with loss_log.open("a") as log:
+    log = StagedLog(loss_log, start)
+    try:
         while step < total:
             for x in loader:
                 loss = loss_fn(x)
@@ -192,15 +257,20 @@ def optimisation_loop(accelerator, loader, optimizer, loss_fn, *, start: int, to
                 step += 1
                 value = float(loss.detach())
                 recent = (recent + [value])[-100:]
-                log.write(json.dumps({"step": step, "loss": value}) + "\n")
+                log.write({"step": step, "loss": value})
                 bar.update(1)
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
                 if step % checkpoint_every == 0 and step < total:
-                    log.flush()  # the log never lags behind a saved state
+                    log.publish()  # the log never lags behind a saved state
                     save_state(step)
                 if step >= total:
                     break
+    except BaseException:
+        bar.close()
+        log.close(ok=False)
+        raise
     bar.close()
+    log.close(ok=True)
     save_state(step)
     return step
 
@@ -209,15 +279,13 @@ def train_operator(prior, options: TrainOptions, progress: bool = True) -> Opera
     """Train an operator and write it to ``options.out`` (``.safetensors``)."""
     from accelerate import Accelerator
 
-    if options.out.suffix != ".safetensors":
-        raise SiloError(f"--out must end in .safetensors, got {options.out.name}")
-    if not options.out.parent.is_dir():
-        raise SiloError(f"output folder does not exist: {options.out.parent}")
+    options.validate()
     config = dataclasses.replace(
         OperatorConfig.for_prior(prior, options.arch, options.task, options.image_size,
                                  options.sigma_y_range), resizer=check_resizer(options.resizer))
     get_degradation(options.task).check_size(config.image_size)
     dataset = ImageFolder(options.data, config.image_size)
+    dataset.check_headers()
 
     torch.manual_seed(options.seed)
     operator = build_operator(config).train()

@@ -122,3 +122,22 @@ def test_a_call_failing_mid_timing_is_dropped_from_the_rounds():
     timed = _interleaved(calls, 0, 3, settle=False, failed=failed)
     assert set(timed) == {"fine"} and timed["fine"]["reps"] == 3
     assert failed == {"flaky": "ZeroDivisionError: division by zero"}
+
+
+def test_bench_exits_1_when_every_backend_failed(tmp_path, monkeypatch, capsys):
+    """The report is still written, and the exit status says nothing was measured."""
+    from silo_rt.bench import runner
+    from silo_rt.errors import SiloError
+
+    def broken(backend, shared):
+        raise SiloError("no ONNX Runtime here")
+
+    monkeypatch.setattr(runner, "_time_bundle", broken)
+    out = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--model", "tiny", "--task", "ip", "--backends", "ort", "--reps", "2",
+              "--warmup", "0", "--no-restoration", "--baselines", "none", "--json", str(out)])
+    assert exc.value.code == 1
+    assert json.loads(out.read_text())["failed"] == {"ort": "no ONNX Runtime here"}
+    assert capsys.readouterr().err.rstrip("\n").split("\n")[-1].startswith(
+        "error: every backend failed")

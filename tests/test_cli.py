@@ -1,6 +1,7 @@
 """The CLI end to end on ``tiny``, and its one-line errors for user mistakes."""
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from silo_rt.cli import main
+from silo_rt.errors import SiloError
 
 
 def run(argv, capsys):
@@ -130,3 +132,146 @@ def test_missing_reference_extra_is_one_line(tmp_path):
     assert result.returncode == 2 and not out.exists()
     assert result.stderr.strip() == "error: this command needs 'torch': pip install " \
                                     "'silo-rt[reference]'"
+
+
+# --- every bad input refused in one line, nothing written or damaged (the review's causes) ---
+
+def _demo():
+    from silo_rt.demo import demo_bundle
+
+    return demo_bundle("sr4")
+
+
+@pytest.fixture
+def measurement(tmp_path):
+    from silo_rt.demo import DEMO_ROOT
+
+    y = tmp_path / "y.png"
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(y)
+    assert DEMO_ROOT.is_dir()
+    return y
+
+
+def test_cause3_a_failing_restore_replaces_no_output(measurement, tmp_path, capsys):
+    keep = tmp_path / "keep.png"
+    keep.write_bytes(b"old result")
+    compare = tmp_path / "cmp.png"
+    compare.mkdir()
+    code, out, err = run(["restore", measurement, "--bundle", _demo(), "--steps", "2",
+                          "--out", keep, "--compare", compare], capsys)
+    _assert_error((code, out, err), "is a folder")
+    assert keep.read_bytes() == b"old result"
+
+
+def test_cause3_train_keeps_the_loss_log_when_the_data_is_bad(tmp_path, clean_png, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "broken.png").write_bytes(clean_png.read_bytes()[:60])  # header fine, pixels not
+    out = tmp_path / "op.safetensors"
+    log = tmp_path / "op.safetensors.loss.jsonl"
+    log.write_text('{"step": 1, "loss": 0.5}\n')
+    code, _, err = run(["train", "--arch", "cnn", "--task", "sr4", "--data", data, "--model",
+                        "tiny", "--steps", "2", "--batch-size", "1", "--out", out], capsys)
+    assert code == 2 and err.rstrip("\n").split("\n")[-1].startswith("error: cannot read")
+    assert log.read_text() == '{"step": 1, "loss": 0.5}\n' and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", log.name]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["restore", "{y}", "--bundle", "{demo}", "--eta", "nan"], "'--eta'"),
+    (["restore", "{y}", "--bundle", "{demo}", "--sigma-y", "-1"], "'--sigma-y'"),
+    (["train", "--arch", "cnn", "--task", "sr4", "--data", "{tmp}", "--model", "tiny",
+      "--sigma-y-max", "-1"], "'--sigma-y-max'"),
+    (["train", "--arch", "cnn", "--task", "sr4", "--data", "{tmp}", "--model", "tiny",
+      "--lr", "nan"], "'--lr'"),
+    (["degrade", "{y}", "--task", "gb", "--seed", "-1"], "'--seed'"),
+    (["degrade", "{y}", "--task", "gb", "--size", "0"], "'--size'"),
+    (["degrade", "{y}", "--task", "gb", "--size", "100000"], "'--size'"),
+    (["export", "--operator", "{tmp}/op.safetensors", "--model", "tiny", "--steps", "5000"],
+     "'--steps'"),
+])
+def test_cause4_bad_numbers_are_refused_at_the_cli(argv, fragment, measurement, tmp_path,
+                                                   capsys):
+    out = tmp_path / "out.png"
+    argv = [a.format(y=measurement, demo=_demo(), tmp=tmp_path) for a in argv]
+    _assert_error(run(argv + ["--out", out], capsys), fragment, out)
+
+
+def test_cause4_ranges_are_shown_in_help(capsys):
+    code, out, _ = run(["restore", "--help"], capsys)
+    assert code == 0 and "0<=x<=100" in out and "0<=x<1" in out
+
+
+def test_cause5_decompression_bomb_is_one_line(tmp_path, capsys):
+    from test_integrity import bomb_png
+
+    out = tmp_path / "y.png"
+    _assert_error(run(["degrade", bomb_png(tmp_path / "bomb.png"), "--task", "gb", "--out",
+                       out], capsys), "too large", out)
+
+
+def test_cause6_ordinary_mistakes_are_one_line(measurement, tmp_path, capsys):
+    out = tmp_path / "out"
+    _assert_error(run(["evaluate", "--task", "sr4", "--data", tmp_path / "missing", "--out",
+                       tmp_path], capsys), "--data must be a folder")
+    _assert_error(run(["evaluate", "--task", "sr4", "--data", measurement, "--out", tmp_path],
+                      capsys), "--data must be a folder")
+    out.mkdir()
+    _assert_error(run(["restore", measurement, "--bundle", _demo(), "--out", out], capsys),
+                  "is a folder")
+    _assert_error(run(["bench", "--model", "tiny", "--task", "ip", "--bundle", _demo(),
+                       "--backends", "ort"], capsys), "is for task 'sr4', not --task 'ip'")
+
+
+def test_cause6_read_only_output_folder(measurement, tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        _assert_error(run(["restore", measurement, "--bundle", _demo(), "--out",
+                           folder / "x.png"], capsys), "not writable")
+    finally:
+        folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["restore", "--bogus"], "No such option"),
+    (["restore", "y.png"], "Missing option '--out'"),
+    (["degrade", "y.png", "--task", "blurry", "--out", "x.png"], "Invalid value for '--task'"),
+    (["nonsense"], "No such command"),
+])
+def test_cause7_click_usage_errors_are_one_line(argv, fragment, capsys):
+    _assert_error(run(argv, capsys), fragment)
+
+
+def test_cause7_an_error_under_a_progress_bar_gets_its_own_line(measurement, tmp_path, capsys,
+                                                                 monkeypatch):
+    from silo_rt.runtime.ort_backend import OrtGraphs
+
+    def fail_after_one_step(self, z, w, context, timesteps, coefficients, noise, eta, sigma_y,
+                            cfg, callback):
+        callback(0, timesteps[0], z, 1.0)
+        raise SiloError("step 2 failed")
+
+    monkeypatch.setattr(OrtGraphs, "run_steps", fail_after_one_step)
+    out = tmp_path / "x.png"
+    code, _, err = run(["restore", measurement, "--bundle", _demo(), "--steps", "3", "--out",
+                        out], capsys)
+    assert code == 2 and "1/3" in err and not out.exists()
+    assert err.endswith("\nerror: step 2 failed\n")  # on its own line, nothing redrawn after
+
+
+def test_cause8_smaller_refusals(measurement, tmp_path, capsys):
+    _assert_error(run(["restore", measurement, "--bundle", _demo(), "--out", measurement],
+                      capsys), "also an input")
+    assert Image.open(measurement).size == (16, 16)
+    out = tmp_path / "x.png"
+    for option in (["--prompt", "a cat"], ["--cfg", "3"], ["--model", "tiny"],
+                   ["--operator", "op.safetensors"]):
+        _assert_error(run(["restore", measurement, "--bundle", _demo(), "--out", out, *option],
+                          capsys), f"{option[0]} cannot be used with a bundle", out)
+    _assert_error(run(["bench", "--model", "tiny", "--task", "ip", "--backends", "torch",
+                       "--json", tmp_path / "missing" / "b.json"], capsys),
+                  "output folder does not exist")

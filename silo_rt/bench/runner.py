@@ -89,6 +89,19 @@ def _operator(prior, config: BenchConfig, image_size: int):
     return op, op_config, f"random-init {config.arch} operator (benchmark only)"
 
 
+def _given_bundle(config: BenchConfig):
+    """The ``--bundle``'s checked manifest (None without one); refuses another task's."""
+    from ..runtime.manifest import load_manifest
+
+    if config.bundle is None:
+        return None
+    manifest = load_manifest(config.bundle, verify=False)
+    if manifest.task != config.task:
+        raise SiloError(f"bundle {config.bundle} is for task {manifest.task!r}, not "
+                        f"--task {config.task!r}")
+    return manifest
+
+
 def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int):
     """The bundle to time: the given one, or one exported (and cached) for this config."""
     from ..export import ExportOptions, export_bundle
@@ -102,10 +115,10 @@ def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int):
     if path.exists():
         try:
             m = read_manifest(path, verify=False)
-            if (m["prior"]["fingerprint"] == prior.fingerprint() and
-                    m["operator"] == json.loads(op_config.to_json())):
+            if (m.get("prior", {}).get("fingerprint") == prior.fingerprint() and
+                    m.get("operator") == json.loads(op_config.to_json())):
                 return path, None
-        except (SiloError, KeyError):
+        except SiloError:
             pass
     Path(config.cache).mkdir(parents=True, exist_ok=True)
     _say(config, f"exporting {name} (cached for later runs)")
@@ -139,10 +152,14 @@ def run_bench(config: BenchConfig) -> dict:
     from ..step import GuidedStep
 
     config.validate()
+    bundle = _given_bundle(config)
     torch.set_num_threads(config.threads)
     _say(config, f"loading {config.model}")
     prior = load_prior(config.model)
     image_size = config.image_size or prior.default_image_size
+    if bundle is not None and bundle.image_size != image_size:
+        raise SiloError(f"bundle {config.bundle} restores {bundle.image_size}px images; the "
+                        f"benchmark runs at {image_size}px (pass --size {bundle.image_size})")
     get_degradation(config.task).check_size(image_size)
     operator, op_config, operator_label = _operator(prior, config, image_size)
     spec = get_task(config.task)
@@ -311,7 +328,7 @@ def _time_bundle(backend: str, s: _Shared) -> float | None:
         return export_s
     runner = BundleRunner(path, threads=config.threads, verify=False)
     for name in ("unet_h", "vae_encoder", "vae_decoder"):
-        if name not in runner.manifest["graphs"]:
+        if name not in runner.spec.graphs:
             continue
         session = runner.graphs.session(name)
         feeds = {i.name: _feed(i, s.rng) for i in session.get_inputs()}

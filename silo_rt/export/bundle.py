@@ -3,7 +3,9 @@
 The bundle is built in a hidden temporary folder beside the target and renamed into place
 only when complete, so an interrupted export never leaves a bundle that loads. A lock file
 (``<out>.lock``, holding the exporter's pid) refuses a second concurrent export into the same
-folder; a lock left by a dead process is taken over.
+folder; a lock left by a dead process is taken over, and the hidden folders such a process
+left behind (``.<out>.*.partial``, ``.<out>.old-*``) are removed. Bundles get the usual modes
+(folders 0755, files 0644 under the default umask).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -25,7 +28,15 @@ import torch
 
 from ..errors import SiloError
 from ..provenance import package_versions
-from ..runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from ..runtime.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    MAX_BATCH,
+    MAX_IMAGE_SIZE,
+    sha256_file,
+    write_manifest,
+)
 from ..sampler import SamplingOptions, batch_context
 from ..schedule import alphas_record, from_scheduler
 from ..step import GuidedStep
@@ -56,6 +67,12 @@ class ExportOptions:
     precision: str = "fp32"  # "fp16": also a strongly typed fp16 step graph, ``step_fp16``
 
     def __post_init__(self):
+        if not (isinstance(self.batch, int) and 1 <= self.batch <= MAX_BATCH):
+            raise SiloError(f"batch must be between 1 and {MAX_BATCH}, got {self.batch}")
+        if not (isinstance(self.image_size, int) and 8 <= self.image_size <= MAX_IMAGE_SIZE
+                and self.image_size % 8 == 0):
+            raise SiloError(f"image size must be a multiple of 8 between 8 and "
+                            f"{MAX_IMAGE_SIZE}, got {self.image_size}")
         if self.weights not in ("fp32", "fp16"):
             raise SiloError(f"weights must be fp32 or fp16, got {self.weights!r}")
         if self.precision not in ("fp32", "fp16"):
@@ -86,9 +103,53 @@ def export_lock(out: Path):
     try:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
+        remove_leftovers(out)
         yield
     finally:
         lock.unlink(missing_ok=True)
+
+
+def remove_leftovers(out: Path) -> None:
+    """Remove the hidden build folders of exports into ``out`` that died (``kill -9``).
+
+    Only called with the lock held: no live exporter owns such a folder then.
+    """
+    name = re.escape(out.name)
+    # An .old-PID folder is the only copy when its exporter died between the two renames.
+    kinds = r"[a-z0-9_]{8}\.partial|old-\d+" if (out / MANIFEST).is_file() else \
+        r"[a-z0-9_]{8}\.partial"
+    leftover = re.compile(rf"^\.{name}\.({kinds})$")
+    for path in out.parent.iterdir():
+        if leftover.match(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def check_export_target(out: Path) -> None:
+    """Refuse, before any work, a bundle folder that cannot be written or is not a bundle."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise SiloError(f"output folder does not exist: {out.parent}")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise SiloError(f"output folder is not writable: {out.parent}")
+    if out.is_symlink() or (out.exists() and not (out / MANIFEST).is_file()):
+        raise SiloError(f"{out} exists and is not a bundle; refusing to replace it")
+
+
+def _publish_modes(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder: give the bundle the usual modes under the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _check_steps(prior, steps: int) -> None:
+    """Refuse more steps than the prior was trained with, before any tracing."""
+    train_steps = int(prior.scheduler.config.num_train_timesteps)
+    if steps > train_steps:
+        raise SiloError(f"steps must be between 1 and {train_steps} (the prior's training "
+                        f"steps), got {steps}")
 
 
 def _example_inputs(prior, options: ExportOptions, context: torch.Tensor):
@@ -130,12 +191,10 @@ def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
     """
     sampling = options.sampling
     sampling.validate()
+    _check_steps(prior, sampling.steps)
     op_config.check_compatible(prior, sampling.task, options.image_size)
     out = Path(out)
-    if not out.parent.is_dir():
-        raise SiloError(f"output folder does not exist: {out.parent}")
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise SiloError(f"{out} exists and is not a bundle; refusing to replace it")
+    check_export_target(out)
 
     report = on_stage or (lambda stage, seconds: None)
     cfg = sampling.cfg_scale > 1.0
@@ -151,6 +210,7 @@ def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
         try:
             manifest = _write_bundle(prior, operator, op_config, options, tmp, cfg, report,
                                      fingerprint)
+            _publish_modes(tmp)
             _replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -255,5 +315,5 @@ def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, 
                                         "onnxscript")),
         "files": {p.name: sha256_file(p) for p in files},
     }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_manifest(folder, manifest)
     return manifest

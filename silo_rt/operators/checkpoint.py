@@ -78,12 +78,54 @@ class OperatorConfig:
     version: int = CONFIG_VERSION
 
     def __post_init__(self):
+        """Refuse a config (e.g. read from a file) with wrong types or absurd sizes, in one
+        :class:`SiloError` line naming the field, before anything is built from it."""
+        import math
+
         check_resizer(self.resizer)
         if self.time_input not in TIME_INPUTS:
             raise SiloError(f"time input must be one of {', '.join(TIME_INPUTS)}, "
                             f"got {self.time_input!r}")
         if self.source not in SOURCES:
             raise SiloError(f"unknown operator source {self.source!r}")
+        if self.arch not in ARCHS:
+            raise SiloError(f"operator config: arch must be cnn or readout, got {self.arch!r}")
+        if not isinstance(self.task, str):
+            raise SiloError(f"operator config: task must be a string, got {self.task!r}")
+        get_task(self.task)
+
+        def bounded(name, value, lo, hi):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise SiloError(f"operator config: {name} must be an integer in {lo}…{hi}, "
+                                f"got {value!r}")
+
+        bounded("image_size", self.image_size, 8, 4096)
+        bounded("latent_channels", self.latent_channels, 1, 1024)
+        bounded("latent_size", self.latent_size, 1, 1024)
+        bounded("embedding_dim", self.embedding_dim, 1, 65536)
+        bounded("hidden", self.hidden, 1, 65536)
+        bounded("trained_steps", self.trained_steps, 0, 10**12)
+        bounded("version", self.version, 1, 10**6)
+        if not isinstance(self.feature_channels, list) or len(self.feature_channels) > 64:
+            raise SiloError("operator config: feature_channels must be a list of at most 64 "
+                            f"channel counts, got {self.feature_channels!r}"[:200])
+        for channels in self.feature_channels:
+            bounded("feature_channels", channels, 1, 65536)
+        lo_hi = tuple(self.sigma_y_range) if isinstance(self.sigma_y_range, list | tuple) else ()
+        if len(lo_hi) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                      and math.isfinite(v) for v in lo_hi) \
+                or not 0.0 <= lo_hi[0] <= lo_hi[1] < 1.0:
+            raise SiloError("operator config: sigma_y_range must be [min, max] with "
+                            f"0 <= min <= max < 1, got {self.sigma_y_range!r}")
+        for name in ("prior", "prior_fingerprint"):
+            if not isinstance(getattr(self, name), str):
+                raise SiloError(f"operator config: {name} must be a string")
+        if not isinstance(self.recommended, dict):
+            raise SiloError("operator config: recommended must be an object")
+        if "steps" in self.recommended:
+            bounded("recommended.steps", self.recommended["steps"], 1, 1000)
+        if not isinstance(self.recommended.get("prompt", ""), str):
+            raise SiloError("operator config: recommended.prompt must be a string")
 
     @classmethod
     def for_prior(cls, prior, arch: str, task: str, image_size: int | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from .. import consistency
 from ..errors import SiloError
 from ..noise import NoiseSource
 from ..resize import DEFAULT_RESIZER, LEGACY_RESIZER
-from .manifest import read_manifest
+from .manifest import MAX_ETA, MAX_STEPS, bundle_path, load_manifest
 from .ort_backend import OrtGraphs, StepCallback
 
 BACKENDS = ("auto", "ort", "trt")
@@ -25,6 +26,14 @@ def tensorrt_available() -> bool:
         return True
     except SiloError:
         return False
+
+
+def check_overrides(eta: float | None, sigma_y: float | None) -> None:
+    """Refuse an ``eta`` outside [0, MAX_ETA] or a ``sigma_y`` outside [0, 1) (NaN too)."""
+    if eta is not None and not (math.isfinite(eta) and 0.0 <= eta <= MAX_ETA):
+        raise SiloError(f"eta must be a finite number in [0, {MAX_ETA:g}], got {eta}")
+    if sigma_y is not None and not (math.isfinite(sigma_y) and 0.0 <= sigma_y < 1.0):
+        raise SiloError(f"sigma_y must be in [0, 1) (the [-1, 1] image range), got {sigma_y}")
 
 
 class BundleRunner:
@@ -48,7 +57,8 @@ class BundleRunner:
         if backend not in BACKENDS:
             raise SiloError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
         self.path = Path(bundle)
-        self.manifest = read_manifest(self.path, verify=verify)
+        self.spec = load_manifest(self.path, verify=verify)
+        self.manifest = self.spec.raw  # checked; the graph backends read it by key
         if backend == "auto":
             backend = "trt" if tensorrt_available() else "ort"
         if backend == "trt":
@@ -61,8 +71,20 @@ class BundleRunner:
                                     precision or "fp32")
             self.label = f"ort ({self.graphs.providers[0]})"
         self.backend = backend
-        context_file = self.path / self.manifest["context"]["file"]
-        self.context = np.load(context_file, allow_pickle=False).astype(np.float32)
+        self.context = self._load_context()
+
+    def _load_context(self) -> np.ndarray:
+        """The text embedding ``(B', L, D)`` float32, of the shape the manifest declares."""
+        spec = self.spec.context
+        path = bundle_path(self.path, spec.file, "context.file")
+        try:
+            context = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise SiloError(f"cannot read the bundle's context {path}: {exc}") from None
+        if list(context.shape) != spec.shape or context.dtype.kind != "f":
+            raise SiloError(f"bundle context {path} is {context.dtype} {list(context.shape)}, "
+                            f"the manifest says float {spec.shape}")
+        return context.astype(np.float32)
 
     @property
     def task(self) -> str:
@@ -87,6 +109,8 @@ class BundleRunner:
         stores (bundles without it run only their exported count).
         """
         record = self.manifest["schedule"]
+        if steps is not None and not 1 <= steps <= MAX_STEPS:
+            raise SiloError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
         if steps is None or steps == self.steps:
             return (np.asarray(record["timesteps"], np.int64),
                     np.asarray(record["coefficients"], np.float32))
@@ -121,6 +145,7 @@ class BundleRunner:
         """
         if keep_measured:
             consistency.check_keep_measured(self.task)
+        check_overrides(eta, sigma_y)
         self.check_measurement(y)
         m = self.manifest
         noise = NoiseSource(seed)
