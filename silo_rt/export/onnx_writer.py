@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,12 +24,21 @@ OPSET = 18
 EXTERNAL_DATA_BYTES = 1_500_000_000  # well under protobuf's 2 GB limit
 
 
+@contextmanager
 def _quiet():
-    """Silence the exporter's chatter (progress lines, torchvision notices)."""
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    """Silence the exporter's chatter (progress lines, torchvision notices) meanwhile; the
+    warning filters and the logger level are restored afterwards."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _tensor_bytes(module_or_gm) -> int:
@@ -45,10 +55,8 @@ def _tensor_bytes(module_or_gm) -> int:
 
 def _export(model, inputs, input_names, output_names, path: Path) -> list[Path]:
     """Export and save; returns the files written (the graph, plus external data if any)."""
-    _quiet()
     external = _tensor_bytes(model) > EXTERNAL_DATA_BYTES
-    with warnings.catch_warnings():
-        _quiet()
+    with _quiet():
         program = torch.onnx.export(model, tuple(inputs), dynamo=True, opset_version=OPSET,
                                     input_names=list(input_names),
                                     output_names=list(output_names), verbose=False)
