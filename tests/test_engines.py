@@ -89,8 +89,21 @@ def test_selection_by_key_and_plan_hashes(tmp_path):
     plan.write_bytes(b"tampered")
     with pytest.raises(SiloError, match="sha256"):
         verify_engine_files(tmp_path, entry)
-    write_manifest(tmp_path, manifest)
-    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    # The one writer of the format keeps the engine entry (in a real bundle's manifest).
+    import shutil
+
+    from silo_rt.demo import demo_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle("sr4"), bundle)
+    plan_copy = bundle / entry["plans"]["step"]["file"]
+    plan_copy.parent.mkdir(parents=True)
+    shutil.copy(plan, plan_copy)
+    entry["plans"]["step"]["sha256"] = sha256_file(plan_copy)
+    full = json.loads((bundle / "manifest.json").read_text())
+    full["engines"] = {H200_FP16.folder: entry}
+    write_manifest(bundle, full)
+    assert json.loads((bundle / "manifest.json").read_text()) == full
 
 
 def test_fp32_tail_stops_at_heavy_ops():

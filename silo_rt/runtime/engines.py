@@ -21,8 +21,6 @@ with stand-in objects. Nothing here imports torch.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import SiloError
-from .manifest import MANIFEST, sha256_file
+from .manifest import bundle_path, sha256_file, write_manifest
 
 PRECISIONS = ("fp32", "fp16")
 VAE_GRAPHS = ("vae_encoder", "vae_decoder")
@@ -533,7 +531,7 @@ def verify_engine_files(bundle: Path, entry: dict) -> dict[str, Path]:
     """Check each plan's sha256; returns ``{graph: path}``."""
     paths = {}
     for graph, info in entry["plans"].items():
-        path = Path(bundle) / info["file"]
+        path = bundle_path(Path(bundle), info["file"], f"engines plan {graph}")
         if not path.is_file():
             raise SiloError(f"TensorRT plan missing: {path}")
         if sha256_file(path) != info["sha256"]:
@@ -609,8 +607,3 @@ def build_engines(bundle: Path, manifest: dict, config: EngineBuildConfig,
     return entry
 
 
-def write_manifest(bundle: Path, manifest: dict) -> None:
-    """Replace ``manifest.json`` atomically."""
-    tmp = bundle / f".{MANIFEST}.{os.getpid()}.part"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, bundle / MANIFEST)
