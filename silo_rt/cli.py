@@ -27,6 +27,7 @@ MODEL_HELP = ("latent diffusion prior: a local diffusers folder, a hub id (org/n
               "built-in random-weight model for tests: tiny, small, sd15-random")
 
 MAX_SEED = 2**63 - 1
+MAX_SAMPLES = 64
 
 
 class FiniteFloat(click.FloatRange):
@@ -94,6 +95,24 @@ def _progress(total: int, desc: str):
             bar.close()
 
     return callback
+
+
+def _bar(total: int, desc: str, unit: str, initial: int = 0, disable: bool = False):
+    """A tqdm bar on stderr that an error closes first; ``close()`` unregisters it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr,
+               disable=disable)
+    _open_bars.append(bar)
+    close = bar.close
+
+    def close_once():
+        if bar in _open_bars:
+            _open_bars.remove(bar)
+        close()
+
+    bar.close = close_once
+    return bar
 
 
 def _close_bars() -> None:
@@ -391,41 +410,79 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
                    "its scale at export)  [default: 1]")
 @click.option("--sigma-y", type=SIGMA_Y, default=None, help=SIGMA_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="restored image to write (.png)")
+              help="restored image to write (.png); for a folder or .txt list of "
+                   "measurements, the output folder (created if its parent exists)")
 @click.option("--compare", "compare_path", type=click.Path(path_type=Path), default=None,
-              help="also write a side-by-side picture: measurement, restoration and (with "
-                   "--reference) the ground truth, PSNR in the caption")
+              help="also write a side-by-side picture: measurement, restoration (with "
+                   "--samples: their mean and the std map) and (with --reference) the ground "
+                   "truth, PSNR in the caption")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="ground-truth image: prints the restoration's PSNR and adds it to --compare")
 @click.option("--keep-measured", is_flag=True,
               help="make the result agree exactly with the measurement (ip: copy the "
                    "observed pixels; sr4/sr8: replace what the low-resolution image "
                    "determines), keeping only the model's detail")
+@click.option("--samples", type=click.IntRange(1, MAX_SAMPLES), default=None,
+              help="draw K posterior samples (sample i seeded from --seed and i; a bundle): "
+                   "OUT is their mean, OUT-stem.sample1..K.png the samples and "
+                   "OUT-stem.std.png a heat map of the per-pixel std (scale bar in [-1, 1] "
+                   "units); prints their spread")
 def restore(measurement, bundle, task, model, operator_path, arch, time_input, backend,
             precision, threads, steps, eta, seed, prompt, cfg_scale, sigma_y, out, compare_path,
-            reference, keep_measured):
-    """Restore a MEASUREMENT image with SILO (Algorithm 1).
+            reference, keep_measured, samples):
+    """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).
 
     From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed), with the PyTorch reference
     (`--model` + `--operator`), or, given neither, with the embedded 64x64 demo model
     (tasks sr4 and ip; no download, no PyTorch).
+
+    A folder (its .png/.jpg/.jpeg/.webp files) or a .txt list (one path a line, relative to
+    the list) is restored from a bundle into the folder OUT: OUT/<stem>.png per image, written
+    atomically, each image seeded from --seed and its file name, a JSON line per image in
+    OUT/restore-log.jsonl (seed, seconds, CPSNR, backend); a rerun skips what is done. Shard it
+    over processes or GPUs with `accelerate launch --multi_gpu --num_processes N -m silo_rt
+    restore DIR --out OUT ...`.
     """
+    from .datasets import is_dataset
     from .images import OutputPlan, image_format, psnr, read_image
 
     if bundle is not None:
         _refuse_torch_options(model=model, operator=operator_path, prompt=prompt,
                               cfg=cfg_scale, arch=arch, time_input=time_input)
-    outputs = OutputPlan([out, compare_path], inputs=[measurement, reference, bundle])
+    if is_dataset(measurement):
+        _refuse_options("a folder of measurements", compare=compare_path, reference=reference,
+                        samples=samples)
+        if bundle is None and (model is not None or operator_path is not None
+                               or backend in ("torch", "torch-cuda")):
+            raise SiloError("a folder of measurements is restored from a bundle (--bundle or "
+                            "the embedded demo), not with the PyTorch reference")
+        bundle = bundle or _demo(task, prompt, cfg_scale, arch, time_input)
+        _restore_folder(measurement, bundle, backend, task, threads, precision, steps, eta,
+                        seed, sigma_y, keep_measured, out)
+        return
+    sample_files: list = []
+    std_path = None
+    if samples is not None:
+        from .posterior import sample_paths
+
+        sample_files, std_path = sample_paths(out, samples)
+    outputs = OutputPlan([out, compare_path, *sample_files, std_path],
+                         inputs=[measurement, reference, bundle])
     for path in outputs.targets:
         image_format(path)
     if bundle is None and model is None and operator_path is None and backend in ("auto",
                                                                                    "ort"):
-        from .demo import SD15_HINT, demo_bundle
-
-        bundle = demo_bundle(task)
-        _refuse_torch_options(prompt=prompt, cfg=cfg_scale, arch=arch, time_input=time_input)
-        click.echo(f"using the embedded 64x64 demo model ({bundle.name}); {SD15_HINT}",
-                   err=True)
+        bundle = _demo(task, prompt, cfg_scale, arch, time_input)
+    if samples is not None and bundle is None:
+        raise SiloError("--samples runs a bundle (--bundle or the embedded demo), not the "
+                        "PyTorch reference")
+    if samples is not None:
+        y = read_image(measurement)
+        truth = None if reference is None else read_image(reference)
+        _restore_samples(y, truth, bundle, backend, task, threads, precision, steps, eta, seed,
+                         sigma_y, keep_measured, samples, outputs, out, compare_path,
+                         sample_files, std_path, reference)
+        return
     if backend == "auto" and bundle is None:
         backend = "torch"
     if backend in ("ort", "trt") and bundle is None:
@@ -460,6 +517,104 @@ def restore(measurement, bundle, task, model, operator_path, arch, time_input, b
         click.echo(f"wrote {compare_path}")
 
 
+def _demo(task, prompt, cfg_scale, arch, time_input) -> Path:
+    """The embedded demo bundle for ``task`` (options a bundle ignores refused), announced."""
+    from .demo import SD15_HINT, demo_bundle
+
+    bundle = demo_bundle(task)
+    _refuse_torch_options(prompt=prompt, cfg=cfg_scale, arch=arch, time_input=time_input)
+    click.echo(f"using the embedded 64x64 demo model ({bundle.name}); {SD15_HINT}", err=True)
+    return bundle
+
+
+def _refuse_options(what: str, **given) -> None:
+    """Refuse options that do not apply to ``what``, naming them."""
+    ignored = [f"--{name.replace('_', '-')}" for name, value in given.items()
+               if value is not None]
+    if ignored:
+        raise SiloError(f"{', '.join(ignored)} cannot be used with {what}")
+
+
+def _restore_folder(source, bundle, backend, task, threads, precision, steps, eta, seed,
+                    sigma_y, keep_measured, out) -> None:
+    """``restore DIR|LIST --out FOLDER``: every image, resumable, sharded over processes."""
+    import os
+
+    from .datasets import current_processes, list_inputs, restore_dataset
+
+    paths = list_inputs(source)
+    processes = current_processes()
+    if threads is None and processes.world > 1:  # the processes share the machine's cores
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", processes.world))
+        threads = max(1, (os.cpu_count() or 1) // max(1, local))
+    runner = _open_runner(bundle, backend, task, threads, precision, steps, keep_measured)
+    where = "" if processes.world == 1 else f" (process {processes.rank + 1} of " \
+                                            f"{processes.world})"
+
+    def progress(total, initial):
+        return _bar(total, f"SILO {runner.task} [{runner.backend}]{where}", "image", initial,
+                    disable=not processes.is_main)
+
+    summary = restore_dataset(runner, paths, out, seed, eta, sigma_y, steps, keep_measured,
+                              processes, progress)
+    click.echo(f"restored {summary['restored']} of {summary['shard']} images into {out}"
+               f"{where}; {summary['skipped']} were already done (backend {runner.label})")
+
+
+def _restore_samples(y, truth, bundle, backend, task, threads, precision, steps, eta, seed,
+                     sigma_y, keep_measured, k, outputs, out, compare_path, sample_files,
+                     std_path, reference) -> None:
+    """``restore --samples K``: K posterior samples, their mean (OUT), the std heat map."""
+    import numpy as np
+
+    from .images import psnr, write_image
+    from .posterior import draw_samples, heatmap, spread, summarise, write_heatmap
+
+    runner = _open_runner(bundle, backend, task, threads, precision, steps, keep_measured)
+    runner.check_measurement(y)
+    if truth is not None and truth.shape[-2:] != (runner.spec.image_size,) * 2:
+        raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
+                        f"{runner.spec.image_size}x{runner.spec.image_size}")
+    bar = _bar(k, f"SILO {runner.task} [{runner.backend}]", "sample")
+    done = [0]
+
+    def advance(count, total):
+        bar.update(count - done[0])
+        done[0] = count
+
+    try:
+        drawn = draw_samples(runner, y, k, seed, eta, sigma_y, steps, keep_measured, advance)
+    finally:
+        bar.close()
+    mean, std = summarise(drawn)
+    numbers = spread(std)
+    with outputs:
+        outputs.stage(out, lambda path: write_image(path, mean))
+        for path, sample in zip(sample_files, drawn):
+            outputs.stage(path, lambda staged, sample=sample: write_image(staged, sample))
+        outputs.stage(std_path, lambda path: write_heatmap(path, std[0]))
+        if compare_path is not None:
+            from PIL import Image
+
+            from .compare import write_comparison
+
+            extras = [(Image.fromarray(heatmap(std[0])),
+                       f"std map (max {numbers['max_std']:.3f})")]
+            outputs.stage(compare_path, lambda path: write_comparison(
+                path, y, mean, truth, f"mean of {k}", extras))
+    click.echo(f"wrote {out} (mean of {k} samples, {mean.shape[-1]}x{mean.shape[-2]}, backend "
+               f"{runner.label}), {k} samples and {std_path}")
+    click.echo(f"spread over {k} samples: mean std {numbers['mean_std']:.4f}, max std "
+               f"{numbers['max_std']:.4f} ([-1, 1] units)")
+    if truth is not None:
+        single = [psnr(sample, truth) for sample in drawn]
+        click.echo(f"PSNR against {reference}: mean of {k} {psnr(mean, truth):.2f} dB, single "
+                   f"samples {np.mean(single):.2f} dB (min {np.min(single):.2f}, max "
+                   f"{np.max(single):.2f})")
+    if compare_path is not None:
+        click.echo(f"wrote {compare_path}")
+
+
 def _refuse_torch_options(**given) -> None:
     """A bundle embeds its model, operator, prompt and guidance: refuse options it ignores."""
     ignored = [f"--{name.replace('_', '-')}" for name, value in given.items()
@@ -482,8 +637,9 @@ def _write_restoration(outputs, out, compare_path, y, x, truth) -> None:
             outputs.stage(compare_path, lambda path: write_comparison(path, y, x, truth))
 
 
-def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, seed, sigma_y,
-                    keep_measured=False):
+def _open_runner(bundle, backend, task, threads, precision, steps, keep_measured=False):
+    """A :class:`BundleRunner`, its task, step count and --keep-measured checked."""
+    from . import consistency
     from .runtime import BundleRunner
 
     runner = BundleRunner(bundle, backend=backend, threads=threads, precision=precision,
@@ -492,6 +648,14 @@ def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, se
         raise SiloError(f"bundle {bundle} is for task {runner.task!r}, not {task!r}")
     if steps is not None:
         runner.schedule(steps)  # refuse an impossible step count before starting
+    if keep_measured:
+        consistency.check_keep_measured(runner.task)
+    return runner
+
+
+def _restore_bundle(y, bundle, backend, task, threads, precision, steps, eta, seed, sigma_y,
+                    keep_measured=False):
+    runner = _open_runner(bundle, backend, task, threads, precision, steps, keep_measured)
     runner.check_measurement(y)
     click.echo(f"backend: {runner.label}", err=True)
     total = steps or runner.steps

@@ -1,4 +1,4 @@
-"""Side-by-side comparison pictures: measurement | restoration | reference, with PSNR.
+"""Side-by-side comparison pictures: measurement | restoration | extras | reference, with PSNR.
 
 numpy + Pillow only (usable from the lean runtime). Images are ``(1, 3, H, W)`` arrays in
 [-1, 1]; small images are enlarged with nearest-neighbour so pixels stay visible.
@@ -16,10 +16,12 @@ MIN_PANEL = 256
 CAPTION_HEIGHT = 22
 
 
-def _panel(image: np.ndarray, side: int):
+def _panel(image, side: int):
+    """An image ``(1, 3, H, W)`` in [-1, 1] or a ready Pillow picture, enlarged to ``side``."""
     from PIL import Image
 
-    return Image.fromarray(to_uint8(image)).resize((side, side), Image.NEAREST)
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(to_uint8(image))
+    return picture.resize((side, side), Image.NEAREST)
 
 
 def _font():
@@ -33,9 +35,13 @@ def _font():
 
 def write_comparison(path: str | Path, measurement: np.ndarray, restoration: np.ndarray,
                      reference: np.ndarray | None = None,
-                     restoration_label: str = "SILO") -> float | None:
+                     restoration_label: str = "SILO", extras=()) -> float | None:
     """Write the comparison PNG; returns the restoration's PSNR (dB) when ``reference`` is
-    given, else None."""
+    given, else None.
+
+    ``extras``: ``(picture, caption)`` panels placed after the restoration, each an image
+    ``(1, 3, H, W)`` in [-1, 1] or a square Pillow picture (e.g. a std heat map).
+    """
     from PIL import Image, ImageDraw
 
     side = restoration.shape[-1]
@@ -45,6 +51,7 @@ def write_comparison(path: str | Path, measurement: np.ndarray, restoration: np.
     panels = [(measurement, f"measurement {measurement.shape[-1]}x{measurement.shape[-2]}"),
               (restoration, restoration_label if value is None
                else f"{restoration_label}, PSNR {value:.2f} dB")]
+    panels.extend(extras)
     if reference is not None:
         panels.append((reference, "reference"))
     gap = 4

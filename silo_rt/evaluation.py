@@ -76,10 +76,33 @@ def sharpness(image: np.ndarray, reference: np.ndarray) -> float:
 def consistency_psnr(task: str, restoration: np.ndarray, y: np.ndarray,
                      resizer: str = DEFAULT_RESIZER) -> float:
     """CPSNR: PSNR of ``A(restoration)`` against the measurement ``y`` (``resizer``: the SR
-    measurement model ``y`` was made with)."""
+    measurement model ``y`` was made with).
+
+    ``ip``, ``sr4`` and ``sr8`` are measured with numpy (no torch: the dataset log of the lean
+    runtime uses this); ``gb`` and ``jpeg`` need the PyTorch degradations.
+    """
+    if task in SUPPORTED_TASKS:
+        return psnr(measure(task, restoration, resizer), y)
     from .degradations import make_measurement
 
     return psnr(make_measurement(restoration, task, 0.0, 0, resizer), y)
+
+
+def measure(task: str, x: np.ndarray, resizer: str = DEFAULT_RESIZER) -> np.ndarray:
+    """``A(x)`` without noise, clipped to [-1, 1], for ``ip``/``sr4``/``sr8`` in numpy:
+    ``(B, 3, S, S)`` → the measurement, as :func:`~silo_rt.degradations.make_measurement`
+    with ``sigma_y = 0`` gives it."""
+    from .resize import downsampling_matrix
+    from .tasks import get_task
+
+    x = np.asarray(x, np.float64)
+    if task == "ip":
+        return (x * measured_pixels(task, x.shape[-1])).astype(np.float32)
+    scale = get_task(task).scale
+    height, width = x.shape[-2:]
+    rows = downsampling_matrix(resizer, height, height // scale)
+    cols = downsampling_matrix(resizer, width, width // scale)
+    return np.clip(rows @ x @ cols.T, -1.0, 1.0).astype(np.float32)
 
 
 def _metrics(image, truth):

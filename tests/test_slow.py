@@ -63,3 +63,24 @@ def test_sd15_random_exports_and_steps_in_onnx_runtime(tmp_path):
           f" peak RSS {peak_gib:.1f} GiB")
     assert np.isfinite(out).all() and out.shape == shape
     assert any(p.name.endswith(".data") for p in (tmp_path / "b").iterdir())
+
+
+def test_sd15_random_graphs_parse_and_build_with_tensorrt(tmp_path):
+    """NVIDIA's parser and AOT builder accept the full-size graphs, external data and the
+    fp16 step included (TensorRT-RTX, no GPU)."""
+    pytest.importorskip("tensorrt_rtx")
+    from silo_rt.prior import load_prior
+    from silo_rt.runtime.engines import check_bundle_with_tensorrt
+    from silo_rt.runtime.manifest import read_manifest
+
+    prior = load_prior("sd15-random")
+    config = OperatorConfig.for_prior(prior, "readout", "sr8")
+    operator = build_operator(config).eval().requires_grad_(False)
+    options = ExportOptions(SamplingOptions("sr8", steps=20), 512, include_unet_h=False,
+                            precision="fp16")
+    export_bundle(prior, operator, config, options, tmp_path / "b")
+    verdicts = check_bundle_with_tensorrt(tmp_path / "b", read_manifest(tmp_path / "b"))
+    for verdict in verdicts:
+        print(f"\n{verdict.graph}: {verdict.stage} {verdict.message} ({verdict.seconds:.0f} s)")
+    assert {v.graph for v in verdicts} == {"vae_encoder", "vae_decoder", "step", "step_fp16"}
+    assert all(v.ok for v in verdicts)
