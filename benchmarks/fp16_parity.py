@@ -39,18 +39,22 @@ out = Path(f"/tmp/fp16-parity/{model}-{arch}-{task}")
 out.parent.mkdir(exist_ok=True)
 if not (out / "manifest.json").exists():
     t = time.time()
-    export_bundle(prior, operator, config, ExportOptions(options, size, include_unet_h=False, precision="fp16"), out)
+    export_bundle(prior, operator, config,
+                  ExportOptions(options, size, include_unet_h=False, precision="fp16"), out)
     print("export s", round(time.time() - t))
 reference = restore(prior, operator, arch, torch.from_numpy(y), options).numpy()
 r32 = BundleRunner(out, backend="ort", threads=2, precision="fp32")
 r16 = BundleRunner(out, backend="ort", threads=2, precision="fp16")
-x32 = r32.restore(y, seed=2); x16 = r16.restore(y, seed=2)
+x32 = r32.restore(y, seed=2)
+x16 = r16.restore(y, seed=2)
 # per-step: one step from the same z at every 10th timestep
 ts, cs = r32.schedule()
-rng = np.random.default_rng(1); shape = tuple(r32.manifest["latent_shape"])
+rng = np.random.default_rng(1)
+shape = tuple(r32.manifest["latent_shape"])
 per_step = []
 for i in range(0, len(ts), max(1, len(ts) // 10)):
-    z = rng.standard_normal(shape).astype(np.float32); w = rng.standard_normal(shape).astype(np.float32)
+    z = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(shape).astype(np.float32)
     n = rng.standard_normal((1,) + shape).astype(np.float32)
     a = r32.graphs.run_steps(z, w, r32.context, ts[i:i+1], cs[i:i+1], n, 0.5, 0.02, None)
     b = r16.graphs.run_steps(z, w, r16.context, ts[i:i+1], cs[i:i+1], n, 0.5, 0.02, None)
