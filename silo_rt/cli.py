@@ -756,8 +756,10 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps):
               help="image side in px [default: the prior's native size]")
 @click.option("--backends", default="torch,ort", show_default=True,
               help="comma-separated backends to run side by side in this process: torch "
-                   "(PyTorch eager reference), ort (ONNX Runtime on an exported bundle); on "
-                   "NVIDIA GPUs also torch-cuda, torch-cuda-graph, trt-fp16, trt-fp32")
+                   "(PyTorch eager reference), ort (ONNX Runtime on an exported bundle), "
+                   "torch-compile (the same step compiled by Inductor; compiling takes "
+                   "minutes); on NVIDIA GPUs also torch-cuda, torch-cuda-graph, "
+                   "torch-compile-cuda-graph, trt-fp16, trt-fp32")
 @click.option("--steps", type=STEPS, default=20, show_default=True,
               help="steps of the end-to-end restoration that is timed")
 @click.option("--reps", type=click.IntRange(1, 100_000), default=10, show_default=True,
@@ -783,9 +785,15 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps):
               help="write a Markdown table to this file")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="write a PNG bar chart of per-step latency per backend")
+@click.option("--sizes", default=None,
+              help="comma-separated image sides: instead of the bench, measure each backend's "
+                   "step time and peak memory at every size x --batches, each point in a "
+                   "fresh process; --plot draws time per image vs pixels (log-log)")
+@click.option("--batches", default="1", show_default=True,
+              help="comma-separated batch sizes for --sizes")
 def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps, warmup,
           threads, baselines, baseline_reps, restore_reps, no_restoration, cache, json_path,
-          markdown_path, plot_path):
+          markdown_path, plot_path, sizes, batches):
     """Measure latency: per graph (UNet+H forward, fused guided step, VAE encoder and
     decoder; median and p90), per restoration, peak memory, one step of the LDPS/PSLD
     baselines on the same prior, and the arithmetic floor (FLOPs of one step against the
@@ -798,6 +806,10 @@ def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps,
     from .bench.report import all_failed
     from .images import OutputPlan
 
+    if sizes:
+        return _bench_scaling(model, task, arch, backends, sizes, batches, reps, warmup,
+                              threads, steps, not no_restoration, cache, json_path,
+                              markdown_path, plot_path)
     config = BenchConfig(
         model=model, task=task, arch=arch, operator=operator_path, bundle=bundle,
         image_size=size, backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
@@ -822,6 +834,42 @@ def bench(model, task, arch, operator_path, bundle, size, backends, steps, reps,
     if all_failed(result):
         raise SiloError(f"every backend failed ({', '.join(sorted(result['failed']))}; see "
                         "above)", exit_code=1)
+
+
+def _bench_scaling(model, task, arch, backends, sizes, batches, reps, warmup, threads, steps,
+                   restore, cache, json_path, markdown_path, plot_path):
+    """``bench --sizes``: step time and peak memory over image sizes and batch sizes."""
+    import json
+
+    from .bench.scaling import (
+        ScalingConfig,
+        parse_int_list,
+        render_scaling_markdown,
+        run_scaling,
+        write_scaling_plot,
+    )
+    from .images import OutputPlan
+
+    scaling = ScalingConfig(
+        model=model, task=task, arch=arch,
+        backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+        sizes=parse_int_list(sizes, "--sizes"), batches=parse_int_list(batches, "--batches"),
+        reps=reps, warmup=warmup, threads=threads, steps=steps, restore=restore, cache=cache,
+        log=lambda line: click.echo(line, err=True))
+    outputs = OutputPlan([json_path, markdown_path, plot_path])  # before the measurement
+    result = run_scaling(scaling)
+    text = render_scaling_markdown(result)
+    click.echo(text)
+    with outputs:
+        if json_path:
+            data = json.dumps(result, indent=1)
+            outputs.stage(json_path, lambda path: Path(path).write_text(data))
+        if markdown_path:
+            outputs.stage(markdown_path, lambda path: Path(path).write_text(text))
+        if plot_path:
+            outputs.stage(plot_path, lambda path: write_scaling_plot(result, path))
+    if result["failed"] and not result["points"]:
+        raise SiloError("every scaling point failed (see above)", exit_code=1)
 
 
 # Modules of the optional extras, and the extra that brings each.

@@ -141,3 +141,109 @@ def test_bench_exits_1_when_every_backend_failed(tmp_path, monkeypatch, capsys):
     assert json.loads(out.read_text())["failed"] == {"ort": "no ONNX Runtime here"}
     assert capsys.readouterr().err.rstrip("\n").split("\n")[-1].startswith(
         "error: every backend failed")
+
+
+def test_torch_compile_failing_is_one_line_and_the_others_still_run(tmp_path, monkeypatch,
+                                                                     capsys):
+    """torch.compile made to raise: the bench records why in one line and times torch."""
+    import torch
+
+    from silo_rt.bench.report import all_failed
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Inductor cannot compile this\nlong traceback that must not show")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    out = tmp_path / "bench.json"
+    main(["bench", "--model", "tiny", "--task", "ip", "--backends", "torch,torch-compile",
+          "--reps", "2", "--warmup", "0", "--no-restoration", "--baselines", "none",
+          "--json", str(out)])
+    result = json.loads(out.read_text())
+    validate(result)
+    assert result["failed"] == {"torch-compile": "RuntimeError: Inductor cannot compile this"}
+    assert {m["backend"] for m in result["measurements"]} == {"torch"}
+    assert "compiled" not in result and not all_failed(result)
+    assert "| torch-compile | failed | - | - | RuntimeError: Inductor" in render_markdown(result)
+    assert "long traceback" not in capsys.readouterr().out
+
+
+def test_torch_compile_cuda_graph_is_skipped_without_a_gpu(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "bench.json"
+    main(["bench", "--model", "tiny", "--task", "ip", "--backends",
+          "torch,torch-compile-cuda-graph", "--reps", "2", "--warmup", "0", "--no-restoration",
+          "--baselines", "none", "--json", str(out)])
+    failed = json.loads(out.read_text())["failed"]
+    assert list(failed) == ["torch-compile-cuda-graph"]
+    assert "GPU" in failed["torch-compile-cuda-graph"]
+
+
+def test_machine_info_names_the_cpu_and_its_vector_extensions():
+    from pathlib import Path
+
+    from silo_rt.bench.timing import machine_info
+
+    info = machine_info()
+    if Path("/proc/cpuinfo").exists():
+        assert info["cpu_model"] and isinstance(info["cpu_flags"], list)
+        assert "avx2" in info["cpu_flags"] or info["processor"] != "x86_64"
+
+
+@pytest.mark.slow
+def test_torch_compile_backend_on_tiny(tmp_path):
+    """Inductor really compiles the guided step (minutes): timed interleaved, parity vs eager."""
+    out = tmp_path / "bench.json"
+    main(["bench", "--model", "tiny", "--task", "ip", "--backends", "torch,torch-compile",
+          "--steps", "2", "--reps", "3", "--warmup", "1", "--restore-reps", "1",
+          "--baselines", "none", "--json", str(out), "--markdown", str(tmp_path / "b.md")])
+    result = json.loads(out.read_text())
+    validate(result)
+    assert not result["failed"]
+    compiled = result["compiled"]["torch-compile"]
+    assert compiled["compile_s"] > 0 and compiled["rel_err_vs_torch"] < 1e-4
+    step = {m["backend"]: m for m in result["measurements"] if m["measure"] == "step"}
+    assert step["torch-compile"]["reps"] == 3 and "paired_speedup_vs_torch" in step["torch-compile"]
+    rest = {r["backend"]: r for r in result["restorations"]}
+    assert rest["torch-compile"]["rel_diff_vs_torch"] < 1e-4
+    assert "torch-compile: compiled in" in (tmp_path / "b.md").read_text()
+
+
+def test_scaling_sweep_runs_each_point_in_its_own_process(tmp_path):
+    """torch on tiny, one size, batches 1 and 2: per-image time, peak RSS and stages."""
+    from silo_rt.bench.scaling import (
+        ScalingConfig,
+        render_scaling_markdown,
+        run_scaling,
+        write_scaling_plot,
+    )
+
+    result = run_scaling(ScalingConfig(model="tiny", task="ip", backends=("torch",),
+                                       sizes=(64,), batches=(1, 2), reps=1, warmup=0))
+    assert not result["failed"] and result["schema"] == "silo-rt-bench-scaling/1"
+    points = {p["batch"]: p for p in result["points"]}
+    assert set(points) == {1, 2} and points[2]["pixels"] == 2 * 64 * 64
+    assert points[2]["per_image_ms"] == pytest.approx(points[2]["median_ms"] / 2)
+    assert all(p["peak_rss_mib"] > 0 and p["stages_mib"] for p in points.values())
+    assert "| torch | 64 | 2 | step |" in render_scaling_markdown(result)
+    write_scaling_plot(result, tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scaling_refuses_unknown_backends():
+    from silo_rt.bench.scaling import ScalingConfig, run_scaling
+    from silo_rt.errors import SiloError
+
+    with pytest.raises(SiloError, match="scaling runs backends"):
+        run_scaling(ScalingConfig(model="tiny", backends=("trt-fp16",)))
+
+
+def test_int_lists_of_the_scaling_options():
+    from silo_rt.bench.scaling import parse_int_list
+    from silo_rt.errors import SiloError
+
+    assert parse_int_list("128, 256", "--sizes") == (128, 256)
+    for bad in ("", "a,2", "0"):
+        with pytest.raises(SiloError, match="--batches takes positive integers"):
+            parse_int_list(bad, "--batches")

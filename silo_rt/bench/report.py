@@ -4,7 +4,9 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
 
     schema        "silo-rt-bench/1"
     created       UTC timestamp
-    machine       {platform, python, processor, cpus, cpu_model?}
+    machine       {platform, python, processor, cpus, cpu_model?, cpu_id?, cpu_flags?}
+                  cpu_flags: the vector extensions of /proc/cpuinfo that decide kernel
+                  choice (avx2, avx512f, avx512_bf16, amx_bf16, ...), those present
     versions      {package: version}
     config        the BenchConfig fields + image_size, operator_label, prior_random_weights
     export_s      seconds spent exporting the bench bundle (null when cached or given)
@@ -24,12 +26,22 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
     baselines     [{method, median_ms, p90_ms, min_ms, reps, silo_time_ratio?}]
                   one decoder-in-the-loop step (torch); silo_time_ratio = SILO step / it
     peak_rss_mib  {backend: peak resident memory of the process after that backend ran}
+                  (cumulative: a later backend's figure includes what earlier ones left
+                  resident, the PyTorch prior above all; a backend's own peak in a fresh
+                  process is what :mod:`.scaling` measures)
+    phase_rss_mib {backend: {rss_before, peak}} (optional, Linux): RSS when the backend's
+                  setup started and the peak during its setup and graph timings (the step
+                  and restoration rounds run later, all backends together)
     floor         {step_flops, matmul_gflops, floor_step_ms,
                    gpu_matmul_gflops?, gpu_floor_step_ms? (when a GPU backend ran)}
                   achieved_fraction = floor_step_ms / median_ms (the GPU floor for GPU backends)
     failed        {backend: one-line error} for backends that raised (optional; absent in
                   results written before it existed). A failing backend never stops the
                   run: the others are still timed and reported; see :func:`all_failed`.
+    compiled      {backend: {compile_s, fullgraph, rel_err_vs_torch}} for the torch.compile
+                  backends (optional): seconds of the first (compiling) call, kept apart from
+                  the step times; whether the step compiled as one graph; ‖z_c − z_e‖/‖z_e‖
+                  of z_prev against the eager step on the same inputs
 """
 
 from __future__ import annotations
@@ -113,6 +125,10 @@ def _footer(result: dict) -> list[str]:
     f = result["floor"]
     lines = [f"one step = {f['step_flops'] / 1e9:.2f} GFLOP; matmul rate "
              f"{f['matmul_gflops']:.1f} GFLOP/s; arithmetic floor {f['floor_step_ms']:.2f} ms/step"]
+    for backend, c in (result.get("compiled") or {}).items():
+        lines.append(f"{backend}: compiled in {c['compile_s']:.1f} s ("
+                     f"{'one graph' if c['fullgraph'] else 'with graph breaks'}), z_prev rel. "
+                     f"err vs eager {c['rel_err_vs_torch']:.1e}")
     lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB"
                                           for k, v in result["peak_rss_mib"].items()))
     return lines
@@ -135,7 +151,8 @@ def render_markdown(result: dict) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
     lines += [""] + [f"- {line}" for line in _footer(result)]
     m = result["machine"]
-    lines.append(f"- machine: {m.get('cpu_model', m['processor'])}, {m['cpus']} CPUs; "
+    flags = f" ({' '.join(m['cpu_flags'])})" if m.get("cpu_flags") else ""
+    lines.append(f"- machine: {m.get('cpu_model', m['processor'])}{flags}, {m['cpus']} CPUs; "
                  + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
     return "\n".join(lines) + "\n"
 

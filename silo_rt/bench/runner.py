@@ -15,6 +15,7 @@ from ..errors import SiloError
 from ..provenance import package_versions
 from ..tasks import get_task
 from .report import SCHEMA
+from .scaling import memory_mib, reset_peak
 from .timing import (
     gpu_matmul_gflops,
     machine_info,
@@ -24,8 +25,10 @@ from .timing import (
     time_calls,
 )
 
-BACKENDS = ("torch", "ort", "torch-cuda", "torch-cuda-graph", "trt-fp32", "trt-fp16")
-GPU_BACKENDS = ("torch-cuda", "torch-cuda-graph", "trt-fp32", "trt-fp16")
+BACKENDS = ("torch", "ort", "torch-compile", "torch-cuda", "torch-cuda-graph",
+            "torch-compile-cuda-graph", "trt-fp32", "trt-fp16")
+GPU_BACKENDS = ("torch-cuda", "torch-cuda-graph", "torch-compile-cuda-graph", "trt-fp32",
+                "trt-fp16")
 BASELINE_METHODS = ("ldps", "gml-dps", "psld")
 
 
@@ -102,7 +105,7 @@ def _given_bundle(config: BenchConfig):
     return manifest
 
 
-def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int):
+def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int, batch: int = 1):
     """The bundle to time: the given one, or one exported (and cached) for this config."""
     from ..export import ExportOptions, export_bundle
     from ..runtime.manifest import read_manifest
@@ -111,6 +114,7 @@ def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int):
     if config.bundle is not None:
         return Path(config.bundle), None
     name = f"bench-{config.model}-{config.arch}-{config.task}-{image_size}px-{config.steps}st"
+    name += f"-b{batch}" if batch > 1 else ""
     path = Path(config.cache) / name
     if path.exists():
         try:
@@ -124,7 +128,8 @@ def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int):
     _say(config, f"exporting {name} (cached for later runs)")
     start = time.perf_counter()
     export_bundle(prior, operator, op_config,
-                  ExportOptions(SamplingOptions(config.task, steps=config.steps), image_size),
+                  ExportOptions(SamplingOptions(config.task, steps=config.steps), image_size,
+                                batch),
                   path, on_stage=lambda s, sec: _say(config, f"  {s}: {sec:.1f} s"))
     return path, time.perf_counter() - start
 
@@ -188,12 +193,20 @@ def run_bench(config: BenchConfig) -> dict:
     restore_calls = {}  # and their whole restorations
     shared = _Shared(prior, operator, op_config, config, image_size, step, step_inputs,
                      context, latent, y, rng, record, restorations, step_calls, restore_calls)
+    compiled = {}  # torch.compile backends: compile seconds, fullgraph, parity vs eager
     failed = {}  # backend -> one-line error; the other backends still run
+    phases = {}  # backend -> RSS before it and its own peak (the process's peak is cumulative)
     for backend in config.backends:
         _say(config, f"timing {backend}")
+        before = memory_mib().get("rss")
+        reset_peak()
         try:
             if backend == "torch":
                 _time_torch(shared)
+            elif backend == "torch-compile":
+                compiled[backend] = _time_torch_compile(shared)
+            elif backend == "torch-compile-cuda-graph":
+                compiled[backend] = _time_torch_compile_cuda(shared)
             elif backend in ("torch-cuda", "torch-cuda-graph"):
                 _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record,
                                  restorations)
@@ -203,6 +216,8 @@ def run_bench(config: BenchConfig) -> dict:
             failed[backend] = _one_line(exc)
             _say(config, f"  {backend} failed: {failed[backend]}")
         memory[backend] = peak_rss_mib()
+        if before is not None:
+            phases[backend] = {"rss_before": before, "peak": memory_mib()["hwm"]}
 
     for backend, stats in _interleaved(step_calls, warm, reps, failed=failed).items():
         stats.pop("output")
@@ -252,6 +267,10 @@ def run_bench(config: BenchConfig) -> dict:
         "floor": floor,
         "failed": failed,
     }
+    if compiled:
+        result["compiled"] = compiled
+    if phases:
+        result["phase_rss_mib"] = phases
     _derive(result)
     return result
 
@@ -309,6 +328,71 @@ def _time_torch(s: _Shared) -> None:
         s.restore_calls["torch"] = (
             lambda o=options: restore(s.prior, s.operator, config.arch,
                                       torch.from_numpy(s.y), o))
+
+
+def _time_torch_compile(s: _Shared) -> dict:
+    """Inductor's compiled guided step on the eager backend's inputs, timed interleaved."""
+    import torch
+
+    from ..sampler import SamplingOptions
+    from .compiled import compile_step, compiled_restore
+
+    config = s.config
+    _say(config, "  compiling the guided step (Inductor; minutes on a CPU)")
+    done = compile_step(s.step, s.step_inputs)
+    _say(config, f"  compiled in {done.compile_s:.1f} s (fullgraph={done.fullgraph}); "
+                 f"z_prev rel. err vs eager {done.rel_err:.1e}")
+    s.step_calls["torch-compile"] = lambda: done.call(*s.step_inputs)
+    if config.restoration:
+        options = SamplingOptions(config.task, steps=config.steps)
+        y = torch.from_numpy(s.y)
+        compiled_restore(s.prior, config.task, y, options, done.call)  # warm-up, no recompile
+        s.restore_calls["torch-compile"] = (
+            lambda: compiled_restore(s.prior, config.task, y, options, done.call))
+    return {"compile_s": done.compile_s, "fullgraph": done.fullgraph,
+            "rel_err_vs_torch": done.rel_err}
+
+
+def _time_torch_compile_cuda(s: _Shared) -> dict:
+    """The compiled step on the GPU with CUDA graphs (``mode="reduce-overhead"``), TF32 off.
+
+    Per-step latency is a loop of ``reps`` calls with one synchronisation at the end, as for
+    the other GPU backends; parity is against the eager step on the same GPU.
+    """
+    import torch
+
+    from ..torch_cuda import exact_fp32, require_cuda
+    from .compiled import compile_step
+
+    device = require_cuda()
+    modules = (s.prior.unet, s.operator)
+    try:
+        for module in modules:
+            module.to(device)
+        inputs = tuple(t.to(device) for t in s.step_inputs)
+        with exact_fp32():
+            done = compile_step(s.step, inputs, mode="reduce-overhead",
+                                sync=torch.cuda.synchronize)
+            n = s.config.reps
+
+            def loop():
+                for _ in range(n):
+                    torch.compiler.cudagraph_mark_step_begin()
+                    done.call(*inputs)
+                torch.cuda.synchronize()
+
+            loop()  # warm-up: the CUDA graph is recorded in the first calls
+            samples = []
+            for _ in range(3):
+                start = time.perf_counter()
+                loop()
+                samples.append((time.perf_counter() - start) / n)
+        s.record("torch-compile-cuda-graph", "step", summarize(samples))
+    finally:
+        for module in modules:  # back on the CPU, also after a failure
+            module.to("cpu")
+    return {"compile_s": done.compile_s, "fullgraph": done.fullgraph,
+            "rel_err_vs_torch": done.rel_err}
 
 
 def _time_bundle(backend: str, s: _Shared) -> float | None:

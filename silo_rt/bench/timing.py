@@ -67,12 +67,32 @@ def gpu_matmul_gflops(size: int = 8192, reps: int = 20) -> float:
     return 2 * size**3 * reps / (start.elapsed_time(end) / 1e3) / 1e9
 
 
+# The vector extensions that decide which kernels the backends pick (bf16/AMX paths above all).
+VECTOR_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+                "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+
+
 def machine_info() -> dict:
+    """Platform, CPU count, and (Linux) the CPU model and its vector extensions.
+
+    ``cpu_id`` (family/model/stepping) tells CPU generations apart where a virtual machine's
+    model name does not ("Intel(R) Xeon(R) Processor").
+    """
     info = {"platform": platform.platform(), "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    ids = {}
     with suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
         for line in cpuinfo:
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name" and "cpu_model" not in info:
+                info["cpu_model"] = value
+            elif key in ("cpu family", "model", "stepping"):
+                ids.setdefault(key, value)
+            elif key == "flags":
+                present = set(value.split())
+                info["cpu_flags"] = [f for f in VECTOR_FLAGS if f in present]
                 break
+    if ids:
+        info["cpu_id"] = " ".join(f"{k} {v}" for k, v in ids.items())
     return info
