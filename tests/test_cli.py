@@ -8,21 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from cli_run import run
 from PIL import Image
 
 from silo_rt.cli import main
 from silo_rt.errors import SiloError
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_run import run
 from PIL import Image
 
 from silo_rt.cli import main
@@ -27,14 +28,6 @@ from silo_rt.datasets import (
 STEPS = ["--steps", "4", "--threads", "1"]
 
 
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _measurements(folder, count=5, side=16, seed=0):

@@ -5,9 +5,9 @@ On the embedded sr4 demo bundle with 4 steps (a fraction of a second per sample)
 
 import numpy as np
 import pytest
+from cli_run import run
 from PIL import Image
 
-from silo_rt.cli import main
 from silo_rt.images import read_image, to_uint8
 from silo_rt.posterior import (
     COLORMAP,
@@ -22,14 +22,6 @@ from silo_rt.posterior import (
 LEVEL = 2 / 255  # one 8-bit level in [-1, 1] units
 
 
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
