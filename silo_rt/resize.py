@@ -111,6 +111,12 @@ def check_resizer(name: str) -> str:
     return name
 
 
+def recorded_resizer(operator_config: dict) -> str:
+    """The resizer an operator config (a JSON object) records; configs written before the
+    choice existed record none and mean :data:`LEGACY_RESIZER`."""
+    return check_resizer(operator_config.get("resizer", LEGACY_RESIZER))
+
+
 def downsampling_matrix(resizer: str, in_size: int, out_size: int) -> np.ndarray:
     """The ``(out, in)`` matrix of the named SR measurement model (see :data:`RESIZERS`)."""
     check_resizer(resizer)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SiloError
-from ..resize import DEFAULT_RESIZER, LEGACY_RESIZER, check_resizer
+from ..resize import DEFAULT_RESIZER, check_resizer, recorded_resizer
 from ..tasks import get_task
 from .readout import TIME_INPUTS
 
@@ -164,7 +164,7 @@ class OperatorConfig:
                                 "used min(32, C/4) GroupNorm groups; the authors' head (and "
                                 "silo-rt now) uses 32, so its weights cannot be reused: "
                                 "retrain it with `silo-rt train --arch readout`")
-            data.setdefault("resizer", LEGACY_RESIZER)
+            data["resizer"] = recorded_resizer(data)
         elif version > CONFIG_VERSION:
             raise SiloError(f"operator config version {version} is newer than this silo-rt "
                             f"reads ({CONFIG_VERSION}); upgrade silo-rt")

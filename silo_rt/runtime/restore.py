@@ -10,7 +10,7 @@ import numpy as np
 from .. import consistency
 from ..errors import SiloError
 from ..noise import NoiseSource
-from ..resize import DEFAULT_RESIZER, LEGACY_RESIZER
+from ..resize import recorded_resizer
 from .manifest import MAX_ETA, MAX_STEPS, bundle_path, load_manifest
 from .ort_backend import OrtGraphs, StepCallback
 
@@ -93,9 +93,7 @@ class BundleRunner:
     @property
     def resizer(self) -> str:
         """The SR measurement model the bundle's operator was trained against."""
-        operator = self.manifest.get("operator", {})
-        return operator.get("resizer", DEFAULT_RESIZER if "version" in operator
-                            else LEGACY_RESIZER)
+        return recorded_resizer(self.manifest.get("operator", {}))
 
     @property
     def steps(self) -> int:
