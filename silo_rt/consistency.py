@@ -38,6 +38,20 @@ def check_keep_measured(task: str) -> None:
                         f"exactly ({', '.join(SUPPORTED_TASKS)}), not {name}")
 
 
+def apply_measurement(task: str, x: np.ndarray, resizer: str = DEFAULT_RESIZER) -> np.ndarray:
+    """``A x`` in float64, no noise, no clipping: ``(B, 3, H, W)`` → ``(B, 3, h, w)`` for
+    ``ip``/``sr4``/``sr8`` (the numpy twin of :mod:`silo_rt.degradations`)."""
+    check_keep_measured(task)
+    spec = get_task(task)
+    x = np.asarray(x, np.float64)
+    if spec.name == "ip":
+        return x * measured_pixels(task, x.shape[-1])
+    height, width = x.shape[-2:]
+    rows = downsampling_matrix(resizer, height, height // spec.scale)
+    cols = downsampling_matrix(resizer, width, width // spec.scale)
+    return rows @ x @ cols.T
+
+
 def keep_measured(task: str, y: np.ndarray, x: np.ndarray,
                   resizer: str = DEFAULT_RESIZER) -> np.ndarray:
     """``x`` with the part the measurement determines taken from ``y``.
@@ -63,10 +77,8 @@ def keep_measured(task: str, y: np.ndarray, x: np.ndarray,
         raise SiloError(f"measurement {y.shape[-1]}x{y.shape[-2]} does not fit a "
                         f"{width}x{height} {spec.name} restoration")
     small_h, small_w = height // spec.scale, width // spec.scale
-    rows = downsampling_matrix(resizer, height, small_h)
-    cols = downsampling_matrix(resizer, width, small_w)
     xd = np.asarray(x, np.float64)
-    residual = np.asarray(y, np.float64) - rows @ xd @ cols.T
+    residual = np.asarray(y, np.float64) - apply_measurement(task, xd, resizer)
     correction = (pseudo_inverse(resizer, height, small_h) @ residual
                   @ pseudo_inverse(resizer, width, small_w).T)
     return np.clip(xd + correction, -1.0, 1.0).astype(np.float32)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .consistency import SUPPORTED_TASKS, keep_measured
+from .consistency import SUPPORTED_TASKS, apply_measurement, keep_measured
 from .errors import SiloError
 from .images import OutputPlan, psnr, read_image, to_uint8
 from .resize import DEFAULT_RESIZER
@@ -92,17 +92,7 @@ def measure(task: str, x: np.ndarray, resizer: str = DEFAULT_RESIZER) -> np.ndar
     """``A(x)`` without noise, clipped to [-1, 1], for ``ip``/``sr4``/``sr8`` in numpy:
     ``(B, 3, S, S)`` → the measurement, as :func:`~silo_rt.degradations.make_measurement`
     with ``sigma_y = 0`` gives it."""
-    from .resize import downsampling_matrix
-    from .tasks import get_task
-
-    x = np.asarray(x, np.float64)
-    if task == "ip":
-        return (x * measured_pixels(task, x.shape[-1])).astype(np.float32)
-    scale = get_task(task).scale
-    height, width = x.shape[-2:]
-    rows = downsampling_matrix(resizer, height, height // scale)
-    cols = downsampling_matrix(resizer, width, width // scale)
-    return np.clip(rows @ x @ cols.T, -1.0, 1.0).astype(np.float32)
+    return np.clip(apply_measurement(task, x, resizer), -1.0, 1.0).astype(np.float32)
 
 
 def _metrics(image, truth):
