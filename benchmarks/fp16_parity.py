@@ -42,7 +42,7 @@ if not (out / "manifest.json").exists():
     export_bundle(prior, operator, config,
                   ExportOptions(options, size, include_unet_h=False, precision="fp16"), out)
     print("export s", round(time.time() - t))
-reference = restore(prior, operator, arch, torch.from_numpy(y), options).numpy()
+reference = restore(prior, operator, torch.from_numpy(y), options).numpy()
 r32 = BundleRunner(out, backend="ort", threads=2, precision="fp32")
 r16 = BundleRunner(out, backend="ort", threads=2, precision="fp16")
 x32 = r32.restore(y, seed=2)
@@ -50,7 +50,7 @@ x16 = r16.restore(y, seed=2)
 # per-step: one step from the same z at every 10th timestep
 ts, cs = r32.schedule()
 rng = np.random.default_rng(1)
-shape = tuple(r32.manifest["latent_shape"])
+shape = tuple(r32.manifest.latent_shape)
 per_step = []
 for i in range(0, len(ts), max(1, len(ts) // 10)):
     z = rng.standard_normal(shape).astype(np.float32)

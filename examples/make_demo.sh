@@ -26,10 +26,10 @@ for task in sr4 ip; do
     --steps "$OP_STEPS" --batch-size 16 --lr 1e-3 --out "$task.safetensors"
 done
 
-# 4. Bundles with half-precision weight storage, shipped in the package.
+# 4. Bundles with half-precision weight storage, shipped in the package: the recipes
+#    export/demo-<task>.toml, written into the package instead of engines/.
 for task in sr4 ip; do
-  silo-rt export --operator "$task.safetensors" --model silo-demo-prior \
-    --steps "$SAMPLING_STEPS" --weights fp16 --no-unet-h \
+  silo-rt export --recipe "$repo/export/demo-$task.toml" --steps "$SAMPLING_STEPS" \
     --out "$repo/silo_rt/demo/bundles/$task"
 done
 

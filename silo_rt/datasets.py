@@ -194,10 +194,10 @@ def log_record(image: Path, output: Path, seed: int, seconds: float, cpsnr: floa
 
 
 def _cpsnr(task: str, x: np.ndarray, y: np.ndarray, resizer: str) -> float | None:
-    from .consistency import SUPPORTED_TASKS
+    from .degradations import get_degradation
     from .evaluation import consistency_psnr
 
-    if task not in SUPPORTED_TASKS:
+    if not get_degradation(task).imposable:
         return None
     value = consistency_psnr(task, x, y, resizer)
     return round(value, 3) if np.isfinite(value) else None
@@ -264,7 +264,7 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
     """
     out_dir = Path(out_dir)
     processes = processes or current_processes()
-    shape = tuple(runner.manifest["measurement_shape"])
+    shape = tuple(runner.manifest.measurement_shape)
     batch = shape[0]
     if not out_dir.parent.is_dir():
         raise SiloError(f"output folder's parent does not exist: {out_dir.parent}")

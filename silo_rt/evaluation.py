@@ -10,9 +10,10 @@ bundle (ONNX Runtime), and compare with the ground truth:
   sharp as the original, lower = blurrier).
 
 For ``ip``, ``sr4`` and ``sr8`` the report also gives SILO made exactly consistent with the
-measurement (``restore --keep-measured``, :mod:`silo_rt.consistency`). Baselines: bicubic
-upsampling for ``sr4``/``sr8``, a biharmonic (smooth) fill of the box for ``ip``, and the
-measurement itself for ``gb``/``jpeg``.
+measurement (``restore --keep-measured``, :meth:`Degradation.keep_measured
+<silo_rt.degradations.Degradation.keep_measured>`). Each task names its own baseline
+(:meth:`~silo_rt.degradations.Degradation.baseline`): bicubic upsampling for ``sr4``/``sr8``,
+a biharmonic (smooth) fill of the box for ``ip``, the measurement itself for ``gb``/``jpeg``.
 """
 
 from __future__ import annotations
@@ -22,38 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .consistency import SUPPORTED_TASKS, apply_measurement, keep_measured
+from .degradations import get_degradation
 from .errors import SiloError
 from .images import OutputPlan, psnr, read_image, to_uint8
 from .resize import DEFAULT_RESIZER
-from .tasks import measured_pixels
 
 METHODS = ("silo", "silo_keep_measured", "baseline")
-BASELINE_NAMES = {"sr4": "bicubic", "sr8": "bicubic", "ip": "biharmonic fill",
-                  "gb": "measurement", "jpeg": "measurement"}
 
 
 def quantise(image: np.ndarray) -> np.ndarray:
     """What writing ``image`` to an 8-bit PNG and reading it back gives."""
     return (to_uint8(image).transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1.0)
-
-
-def baseline(task: str, y: np.ndarray, image_size: int) -> np.ndarray:
-    """The simple restoration of ``y`` ``(1, 3, h, w)`` for ``task``: ``(1, 3, S, S)``."""
-    from PIL import Image
-
-    if task in ("sr4", "sr8"):
-        planes = [Image.fromarray(((y[0, c] + 1) * 127.5).astype(np.float32), mode="F")
-                  .resize((image_size, image_size), Image.BICUBIC) for c in range(3)]
-        up = np.stack([np.asarray(p, np.float32) for p in planes])[None] / 127.5 - 1.0
-        return np.clip(up, -1, 1).astype(np.float32)
-    if task == "ip":
-        from skimage.restoration import inpaint_biharmonic
-
-        hole = measured_pixels("ip", image_size)[0, 0] == 0
-        filled = inpaint_biharmonic(y[0].transpose(1, 2, 0), hole, channel_axis=-1)
-        return filled.transpose(2, 0, 1)[None].astype(np.float32)
-    return y.copy()
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -81,7 +61,7 @@ def consistency_psnr(task: str, restoration: np.ndarray, y: np.ndarray,
     ``ip``, ``sr4`` and ``sr8`` are measured with numpy (no torch: the dataset log of the lean
     runtime uses this); ``gb`` and ``jpeg`` need the PyTorch degradations.
     """
-    if task in SUPPORTED_TASKS:
+    if get_degradation(task).imposable:
         return psnr(measure(task, restoration, resizer), y)
     from .degradations import make_measurement
 
@@ -92,7 +72,8 @@ def measure(task: str, x: np.ndarray, resizer: str = DEFAULT_RESIZER) -> np.ndar
     """``A(x)`` without noise, clipped to [-1, 1], for ``ip``/``sr4``/``sr8`` in numpy:
     ``(B, 3, S, S)`` → the measurement, as :func:`~silo_rt.degradations.make_measurement`
     with ``sigma_y = 0`` gives it."""
-    return np.clip(apply_measurement(task, x, resizer), -1.0, 1.0).astype(np.float32)
+    a_x = get_degradation(task, resizer).apply_numpy(x)
+    return np.clip(a_x, -1.0, 1.0).astype(np.float32)
 
 
 def _metrics(image, truth):
@@ -132,15 +113,15 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     if not out.is_dir():
         raise SiloError(f"output folder does not exist: {out}")
     runner = BundleRunner(bundle, backend="ort", threads=threads)
-    task, size, resizer = runner.task, runner.spec.image_size, runner.resizer
-    sigma_y = runner.spec.sigma_y if sigma_y is None else sigma_y
+    task, size, resizer = runner.task, runner.manifest.image_size, runner.resizer
+    sigma_y = runner.manifest.sigma_y if sigma_y is None else sigma_y
     runner.schedule(steps)  # refuse an impossible step count before restoring anything
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() == ".png"
                    and p.is_file())[:limit]
     if not paths:
         raise SiloError(f"no .png images in {images}")
     outputs = OutputPlan([out / f"{task}.json", out / f"{task}-grid.png"], inputs=paths)
-    imposable = task in SUPPORTED_TASKS  # also report restore --keep-measured
+    degradation = get_degradation(task, resizer)
     per_image, rows = [], []
     for index, path in enumerate(paths):
         x = read_image(path)
@@ -149,13 +130,13 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
                             f"{size}x{size} images")
         y = quantise(make_measurement(x, task, sigma_y, index, resizer))
         restored = runner.restore(y, seed, sigma_y=sigma_y, steps=steps)
-        simple = baseline(task, y, size)
+        simple = degradation.baseline(y, size)
         row = {"image": path.name, "silo": _metrics(restored, x),
                "baseline": _metrics(simple, x),
                "silo_cpsnr": consistency_psnr(task, restored, y, resizer)}
         pictures = [y, simple, restored]
-        if imposable:
-            kept = keep_measured(task, y, restored, resizer)
+        if degradation.imposable:  # also report restore --keep-measured
+            kept = degradation.keep_measured(y, restored)
             row["silo_keep_measured"] = _metrics(kept, x)
             pictures.append(kept)
         per_image.append(row)
@@ -169,7 +150,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     report = {
         "task": task, "bundle": str(bundle), "images": str(images), "count": len(per_image),
         "sigma_y": sigma_y, "seed": seed, "steps": steps or runner.steps,
-        "baseline": BASELINE_NAMES[task],
+        "baseline": degradation.baseline_name,
         "mean": {method: {k: mean(method, k) for k in ("psnr", "ssim", "sharpness")}
                  for method in METHODS if method in per_image[0]},
         "mean_silo_cpsnr": float(np.mean([r["silo_cpsnr"] for r in per_image])),

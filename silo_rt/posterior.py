@@ -49,7 +49,7 @@ def draw_samples(runner, y: np.ndarray, k: int, seed: int = 0, eta: float | None
     """
     if not 1 <= k <= MAX_SAMPLES:
         raise ValueError(f"k must be in [1, {MAX_SAMPLES}], got {k}")
-    batch = runner.manifest["measurement_shape"][0]
+    batch = runner.manifest.batch
     tiled = np.concatenate([y] * batch) if batch > 1 else y
     samples: list[np.ndarray] = []
     call = 0

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .degradations import get_degradation
+from .degradations import DEFAULT_SIGMA_Y, get_degradation
 from .errors import SiloError
+from .latents import MeasurementEncoder, decode_latent
 from .noise import NoiseSource
 from .schedule import Schedule, from_scheduler
 from .step import GuidedStep
-from .tasks import DEFAULT_SIGMA_Y, LATENT_CLAMP, get_task
 
 StepCallback = Callable[[int, int, torch.Tensor, float], None]
 """``callback(step_index, timestep, z_{t-1}, loss)``, called after each step."""
@@ -48,13 +48,13 @@ class SamplingOptions:
 
     @property
     def resolved_eta(self) -> float:
-        return get_task(self.task).eta if self.eta is None else float(self.eta)
+        return get_degradation(self.task).eta if self.eta is None else float(self.eta)
 
     def validate(self) -> None:
         """Refuse out-of-range settings (NaN included) in one :class:`SiloError` line."""
         import math
 
-        get_task(self.task)
+        get_degradation(self.task)
         if not 1 <= self.steps <= 1000:
             raise SiloError(f"steps must be between 1 and 1000, got {self.steps}")
         if not (math.isfinite(self.cfg_scale) and 1.0 <= self.cfg_scale <= 50.0):
@@ -71,7 +71,7 @@ def image_size_for(task: str, measurement: torch.Tensor | np.ndarray) -> int:
     h, w = measurement.shape[-2:]
     if h != w:
         raise SiloError(f"measurement must be square, got {w}x{h}")
-    return h * get_task(task).scale
+    return h * get_degradation(task).scale
 
 
 def batch_context(context: torch.Tensor, batch: int) -> torch.Tensor:
@@ -82,22 +82,11 @@ def batch_context(context: torch.Tensor, batch: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_measurement(prior, task: str, y: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-    """``w = clamp(E(y))``: a posterior *sample* × scaling factor; clamped to ±4 for gb/sr."""
-    degradation = get_degradation(task)
+    """``w``: :class:`~silo_rt.latents.MeasurementEncoder` with the encoder noise of ``noise``
+    (a posterior *sample* × scaling factor; clamped to ±4 for gb/sr)."""
     image_size = image_size_for(task, y)
-    x_in = degradation.encoder_input(y, image_size)
-    posterior = prior.vae.encode(x_in).latent_dist
-    eps = torch.from_numpy(noise.encoder_noise(tuple(posterior.mean.shape)))
-    w = (posterior.mean + posterior.std * eps.to(posterior.mean)) * prior.scaling_factor
-    if get_task(task).clamp_latent:
-        w = w.clamp(-LATENT_CLAMP, LATENT_CLAMP)
-    return w
-
-
-@torch.no_grad()
-def decode_latent(prior, z0: torch.Tensor) -> torch.Tensor:
-    """``x̂ = D(z0 / scaling_factor)``, ``(B, 3, H, W)``, clamped to [-1, 1]."""
-    return prior.vae.decode(z0 / prior.scaling_factor).sample.clamp(-1, 1)
+    eps = torch.from_numpy(noise.encoder_noise(prior.latent_shape(image_size, y.shape[0])))
+    return MeasurementEncoder(prior, task, image_size)(y, eps)
 
 
 def run_steps(z: torch.Tensor, schedule: Schedule, step_noise: np.ndarray, step_fn,
@@ -137,13 +126,13 @@ def prepare_sampling(prior, options: SamplingOptions, shape: tuple[int, ...],
     return SamplingStart(context, schedule, z, noise.step_noise(len(schedule), shape))
 
 
-def restore(prior, operator, arch: str, y: torch.Tensor, options: SamplingOptions,
+def restore(prior, operator, y: torch.Tensor, options: SamplingOptions,
             callback: StepCallback | None = None) -> torch.Tensor:
     """Restore measurement ``y`` ``(1, 3, h, w)`` in [-1, 1] with SILO; returns ``x̂``.
 
     Args:
         prior: :class:`~silo_rt.prior.LatentPrior`.
-        operator: the trained H_θ (frozen), of architecture ``arch``.
+        operator: the trained H_θ (frozen).
         y: the measurement (low resolution for SR tasks).
         options: steps, η, seed, prompt, CFG, σ_y.
         callback: called after every step.
@@ -152,7 +141,7 @@ def restore(prior, operator, arch: str, y: torch.Tensor, options: SamplingOption
     noise = NoiseSource(options.seed)
     w = encode_measurement(prior, options.task, y, noise)
     start = prepare_sampling(prior, options, tuple(w.shape), noise)
-    step = GuidedStep(prior, operator, arch, options.cfg_scale)
+    step = GuidedStep(prior, operator, options.cfg_scale)
     eta = torch.tensor([options.resolved_eta])
     sigma_y = torch.tensor([options.sigma_y])
 

@@ -35,17 +35,16 @@ class GuidedStep(nn.Module):
 
     Args:
         prior: a :class:`~silo_rt.prior.LatentPrior` (its UNet is used).
-        operator: H_θ (``cnn`` or ``readout``), frozen.
-        arch: the operator's architecture name.
+        operator: H_θ (``cnn`` or ``readout``), frozen; its ``uses_features`` says whether
+            it reads the UNet's up-block features, ``uses_timestep`` whether it reads t.
         cfg_scale: classifier-free guidance scale; > 1 doubles the UNet batch and expects a
             ``(2B, L, D)`` context ordered [unconditional, prompt].
     """
 
-    def __init__(self, prior, operator: nn.Module, arch: str, cfg_scale: float = 1.0):
+    def __init__(self, prior, operator: nn.Module, cfg_scale: float = 1.0):
         super().__init__()
         self.unet = prior.unet
         self.operator = operator
-        self.arch = arch
         self.cfg_scale = float(cfg_scale)
         self._prior = prior
         self.compute_dtype = next(prior.unet.parameters()).dtype
@@ -64,7 +63,7 @@ class GuidedStep(nn.Module):
         # Cast after the CFG duplication, so the gradient's sum over the two copies is fp32.
         sample = (torch.cat([z_t, z_t]) if self.uses_cfg else z_t).to(self.compute_dtype)
         context = context.to(self.compute_dtype)
-        tap = UpBlockFeatureTap(self.unet) if self.arch == "readout" else None
+        tap = UpBlockFeatureTap(self.unet) if self.operator.uses_features else None
         if tap is not None:
             with tap:
                 eps = self.unet(sample, timestep, encoder_hidden_states=context).sample
@@ -79,16 +78,21 @@ class GuidedStep(nn.Module):
             eps = eps_uncond + scale * (eps_text - eps_uncond)
         return eps, features
 
+    def predict(self, z_t, timestep, coefficients, context, sigma_y, cfg_scale=None):
+        """The forward half of a step: ``(ε̂, ẑ0, ŵ)``, each ``(B, C, h, w)``, with
+        ``ŵ = H_θ(ẑ0 | up-block features, t, σ_y)`` in ẑ0's dtype."""
+        eps, features = self.predict_noise(z_t, timestep, context, cfg_scale)
+        z0 = coefficients[0] * z_t + coefficients[1] * eps
+        sigma_emb = self._prior.sigma_embedding(sigma_y)
+        temb = self._prior.timestep_embedding(timestep) if self.operator.uses_timestep else None
+        w_hat = self.operator(z0, sigma_emb, temb, features).to(z0.dtype)
+        return eps, z0, w_hat
+
     def measurement_loss(self, z_t, timestep, coefficients, w, context, sigma_y,
                          cfg_scale=None):
         """``(L, (ẑ0, L))``: the guidance loss and, as auxiliaries, ẑ0 and L itself (so a
         gradient transform returns the loss value too)."""
-        eps, features = self.predict_noise(z_t, timestep, context, cfg_scale)
-        z0 = coefficients[0] * z_t + coefficients[1] * eps
-        sigma_emb = self._prior.sigma_embedding(sigma_y)
-        needs_time = getattr(self.operator, "uses_timestep", False)
-        temb = self._prior.timestep_embedding(timestep) if needs_time else None
-        w_hat = self.operator(z0, sigma_emb, temb, features).to(z0.dtype)
+        _, z0, w_hat = self.predict(z_t, timestep, coefficients, context, sigma_y, cfg_scale)
         loss = torch.linalg.vector_norm((w - w_hat).flatten(1), dim=1).sum()
         return loss, (z0, loss)
 

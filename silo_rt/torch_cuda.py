@@ -101,15 +101,15 @@ class CudaStepLoop:
         return static["z"], losses
 
 
-def restore_cuda(prior, operator, arch: str, y: torch.Tensor, options: SamplingOptions,
+def restore_cuda(prior, operator, y: torch.Tensor, options: SamplingOptions,
                  use_graph: bool = True) -> torch.Tensor:
     """Algorithm 1 on the GPU (same noise as every backend, TF32 off); returns ``x̂`` on the
     CPU."""
     with exact_fp32():
-        return _restore_cuda(prior, operator, arch, y, options, use_graph)
+        return _restore_cuda(prior, operator, y, options, use_graph)
 
 
-def _restore_cuda(prior, operator, arch, y, options, use_graph):
+def _restore_cuda(prior, operator, y, options, use_graph):
     device = require_cuda()
     options.validate()
     for module in (prior.unet, prior.vae, prior.text_encoder, operator):
@@ -117,7 +117,7 @@ def _restore_cuda(prior, operator, arch, y, options, use_graph):
     noise = NoiseSource(options.seed)
     w = encode_measurement(prior, options.task, y.to(device), noise)
     start = prepare_sampling(prior, options, tuple(w.shape), noise)
-    loop = CudaStepLoop(GuidedStep(prior, operator, arch, options.cfg_scale), use_graph)
+    loop = CudaStepLoop(GuidedStep(prior, operator, options.cfg_scale), use_graph)
     z0, losses = loop.run(start.z, w, start.context, start.schedule.timesteps,
                           start.schedule.coefficients, start.step_noise,
                           options.resolved_eta, options.sigma_y)

@@ -27,9 +27,9 @@ import torch
 
 from .degradations import get_degradation
 from .errors import SiloError
+from .latents import MeasurementEncoder
 from .operators import OperatorConfig, UpBlockFeatureTap, build_operator, save_operator
 from .resize import DEFAULT_RESIZER, check_resizer
-from .tasks import LATENT_CLAMP, get_task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -138,8 +138,15 @@ def posterior_sample(vae, x, generator):
 
 
 def encode_sample(prior, x, generator):
-    """A latent ``E(x)`` as the prior's UNet sees it: posterior sample × scaling factor."""
+    """A latent ``E(x)`` of a clean image as the prior's UNet sees it: posterior sample ×
+    scaling factor (no clamp)."""
     return posterior_sample(prior.vae, x, generator)[1] * prior.scaling_factor
+
+
+def posterior_noise(prior, x, generator):
+    """The ``(B, C, s, s)`` noise that picks a posterior sample of ``E(x)``."""
+    shape = prior.latent_shape(x.shape[-1], x.shape[0])
+    return torch.randn(shape, generator=generator, dtype=x.dtype)
 
 
 class OperatorTrainer:
@@ -150,7 +157,7 @@ class OperatorTrainer:
         self.operator = operator
         self.config = config
         self.degradation = get_degradation(config.task, config.resizer)
-        self.spec = get_task(config.task)
+        self.encoder = MeasurementEncoder(prior, config.task, config.image_size, config.resizer)
         self.generator = generator
         self.context = prior.encode_prompt("")
 
@@ -158,9 +165,7 @@ class OperatorTrainer:
     def make_target(self, x: torch.Tensor, sigma_y: torch.Tensor) -> torch.Tensor:
         y = self.degradation(x)
         y = y + sigma_y[:, None, None, None] * torch.randn(y.shape, generator=self.generator)
-        w = encode_sample(self.prior, self.degradation.encoder_input(y, x.shape[-1]),
-                           self.generator)
-        return w.clamp(-LATENT_CLAMP, LATENT_CLAMP) if self.spec.clamp_latent else w
+        return self.encoder(y, posterior_noise(self.prior, x, self.generator))
 
     @torch.no_grad()
     def make_inputs(self, x: torch.Tensor):

@@ -13,7 +13,7 @@ def test_zero_weights_equal_unguided_silo(tiny_prior):
     y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     opts = SamplingOptions("sr4", steps=4, eta=0.0)
     operator = build_operator(OperatorConfig.for_prior(tiny_prior, "cnn", "sr4")).eval()
-    unguided = restore(tiny_prior, operator.requires_grad_(False), "cnn", y, opts)
+    unguided = restore(tiny_prior, operator.requires_grad_(False), y, opts)
     for method in ("ldps", "gml-dps", "psld"):
         out = restore_baseline(tiny_prior, method, y, opts, BaselineWeights(0.0, 0.0))
         torch.testing.assert_close(out, unguided, rtol=1e-4, atol=1e-4)

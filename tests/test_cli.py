@@ -124,6 +124,36 @@ def test_missing_reference_extra_is_one_line(tmp_path):
                                     "'silo-rt[reference]'"
 
 
+def test_debug_adds_the_traceback_to_a_user_error(tmp_path, capsys):
+    """Without --debug a user error is one line; with it, its traceback comes first."""
+    out = tmp_path / "y.png"
+    argv = ["degrade", tmp_path / "missing.png", "--task", "gb", "--out", out]
+    _assert_error(run(argv, capsys), "not found", out)
+    code, _, err = run(["--debug", *argv], capsys)
+    assert code == 2 and "Traceback" in err and "SiloError" in err and not out.exists()
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("error: ") and "not found" in last
+    code, _, err = run(["--debug", "restore", "--bogus"], capsys)
+    assert code == 2 and "Traceback" in err and "NoSuchOption" in err
+    assert err.rstrip("\n").splitlines()[-1].startswith("error: No such option")
+    _assert_error(run(argv, capsys), "not found", out)  # --debug lasts one run only
+
+
+def test_python_m_silo_rt_cli_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "silo_rt.cli", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "restore" in result.stdout and "--debug" in result.stdout
+
+
+def test_importing_the_cli_loads_no_heavy_library():
+    code = ("import sys, silo_rt.cli\n"
+            "heavy = ('torch', 'diffusers', 'transformers', 'kornia', 'onnx', 'onnxruntime')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
 # --- every bad input refused in one line, nothing written or damaged (the review's causes) ---
 
 def _demo():

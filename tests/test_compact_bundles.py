@@ -41,9 +41,9 @@ def test_fp16_storage_is_lossless_and_only_touches_exact_tensors(tmp_path):
     before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     size_before = path.stat().st_size
 
-    converted, saved = store_exact_fp16_initializers(path)
+    converted, saved, files = store_exact_fp16_initializers(path)
 
-    assert (converted, saved) == (1, exact.size * 2)
+    assert (converted, saved, files) == (1, exact.size * 2, [path])
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     types = {i.name: i.data_type for i in model.graph.initializer}
@@ -51,6 +51,34 @@ def test_fp16_storage_is_lossless_and_only_touches_exact_tensors(tmp_path):
     after = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     np.testing.assert_array_equal(after, before)  # bit for bit
     assert path.stat().st_size < size_before
+
+
+def test_fp16_storage_rewrites_graphs_with_external_data(tmp_path):
+    """Graphs over 1.5 GB keep their weights in external files: those are converted too
+    (a bundle exported with --weights fp16 must not keep fp32 weights anywhere)."""
+    import onnxruntime as ort
+
+    g = np.random.default_rng(1)
+    exact = g.standard_normal((2, 2, 3, 3)).astype(np.float16).astype(np.float32)
+    inexact = g.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    single = tmp_path / "single.onnx"
+    _two_conv_model(single, exact, inexact)
+    path = tmp_path / "m.onnx"
+    onnx.save_model(onnx.load(str(single)), str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="m.onnx.weights", size_threshold=0)
+    x = g.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+
+    converted, saved, files = store_exact_fp16_initializers(path, external=True)
+
+    assert (converted, saved) == (1, exact.size * 2)
+    assert files == [path, tmp_path / "m.onnx.data"] and files[1].is_file()
+    assert not (tmp_path / "m.onnx.weights").exists()  # the old data file is gone
+    model = onnx.load(str(path))  # with its external data
+    assert {i.name: i.data_type for i in model.graph.initializer} == {
+        "w1__fp16": TensorProto.FLOAT16, "w2": TensorProto.FLOAT}
+    after = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(after, before)
 
 
 def test_round_module_copies_and_rounds():
@@ -94,12 +122,12 @@ def test_fp16_bundle_matches_reference_with_rounded_weights(fp16_bundle, tiny_pr
 
     y = torch.rand(1, 3, 16, 16) * 2 - 1
     options.seed = 5
-    expected = restore(_rounded(tiny_prior), round_module_to_fp16(operator), "cnn", y,
+    expected = restore(_rounded(tiny_prior), round_module_to_fp16(operator), y,
                        options).numpy()
     got = BundleRunner(out, threads=2).restore(y.numpy(), seed=5)
     err = np.linalg.norm(got - expected) / np.linalg.norm(expected)
     assert err < 1e-3
-    unrounded = restore(tiny_prior, operator, "cnn", y, options).numpy()
+    unrounded = restore(tiny_prior, operator, y, options).numpy()
     # Rounding is a real (small) change: the bundle follows the rounded reference more
     # closely than the unrounded one.
     assert err < np.linalg.norm(got - unrounded) / np.linalg.norm(unrounded)
@@ -130,7 +158,7 @@ def test_bundle_restores_with_another_step_count(fp16_bundle, tiny_prior):
     assert runner.steps == 8
     y = torch.rand(1, 3, 16, 16) * 2 - 1
     five = SamplingOptions("sr4", steps=5, seed=2)
-    expected = restore(_rounded(tiny_prior), round_module_to_fp16(operator), "cnn", y,
+    expected = restore(_rounded(tiny_prior), round_module_to_fp16(operator), y,
                        five).numpy()
     got = runner.restore(y.numpy(), seed=2, steps=5)
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-3

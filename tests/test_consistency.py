@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from silo_rt.consistency import keep_measured
 from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
 from silo_rt.resize import bicubic_aa_matrix
@@ -30,19 +29,20 @@ def test_sr_result_reproduces_the_measurement_and_keeps_the_detail(task, size):
     y = degrade(torch.from_numpy(truth)).numpy()
     guess = rng.uniform(-0.4, 0.4, truth.shape).astype(np.float32)
 
-    kept = keep_measured(task, y, guess)
+    kept = get_degradation(task).keep_measured(y, guess)
 
     assert np.abs(degrade(torch.from_numpy(kept)).numpy() - y).max() < 1e-5
     # the part of the guess the measurement cannot see is untouched: the change is a
     # pseudo-inverse image, so imposing the guess's own measurement changes nothing
     own = degrade(torch.from_numpy(guess)).numpy()
-    np.testing.assert_allclose(keep_measured(task, own, guess), guess, atol=1e-5)
+    degradation = get_degradation(task)
+    np.testing.assert_allclose(degradation.keep_measured(own, guess), guess, atol=1e-5)
     # and imposing twice is imposing once
-    np.testing.assert_allclose(keep_measured(task, y, kept), kept, atol=1e-5)
+    np.testing.assert_allclose(get_degradation(task).keep_measured(y, kept), kept, atol=1e-5)
     # the change is the smallest one: orthogonal to everything the measurement cannot see
     # (imposing a zero measurement on z leaves exactly z's invisible part)
     z = rng.uniform(-0.4, 0.4, truth.shape).astype(np.float32)
-    invisible = keep_measured(task, np.zeros_like(y), z).astype(np.float64)
+    invisible = get_degradation(task).keep_measured(np.zeros_like(y), z).astype(np.float64)
     assert np.abs(degrade(torch.from_numpy(invisible)).numpy()).max() < 1e-5
     change = (kept - guess).astype(np.float64)
     assert abs(np.sum(change * invisible)) < 1e-4 * np.linalg.norm(change) * np.linalg.norm(
@@ -52,7 +52,7 @@ def test_sr_result_reproduces_the_measurement_and_keeps_the_detail(task, size):
 def test_ip_copies_exactly_the_observed_pixels():
     rng = np.random.default_rng(2)
     y, x = (rng.uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32) for _ in range(2))
-    kept = keep_measured("ip", y, x)
+    kept = get_degradation("ip").keep_measured(y, x)
     np.testing.assert_array_equal(kept[..., 8:24, 8:24], x[..., 8:24, 8:24])
     kept[..., 8:24, 8:24] = y[..., 8:24, 8:24]
     np.testing.assert_array_equal(kept, y)
@@ -62,10 +62,10 @@ def test_ip_copies_exactly_the_observed_pixels():
 def test_tasks_without_an_exact_step_are_refused(task):
     x = np.zeros((1, 3, 64, 64), np.float32)
     with pytest.raises(SiloError, match=f"--keep-measured .* not {task}"):
-        keep_measured(task, x, x)
+        get_degradation(task).keep_measured(x, x)
 
 
 def test_a_measurement_of_the_wrong_size_is_refused():
     with pytest.raises(SiloError, match="does not fit"):
-        keep_measured("sr4", np.zeros((1, 3, 8, 8), np.float32),
-                      np.zeros((1, 3, 64, 64), np.float32))
+        get_degradation("sr4").keep_measured(np.zeros((1, 3, 8, 8), np.float32),
+                                            np.zeros((1, 3, 64, 64), np.float32))

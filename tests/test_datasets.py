@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -139,11 +140,11 @@ class FakeRunner:
     task, resizer, label, steps = "sr4", "dps", "fake", 4
 
     def __init__(self, batch):
-        self.manifest = {"measurement_shape": [batch, 3, 16, 16]}
+        self.manifest = SimpleNamespace(measurement_shape=[batch, 3, 16, 16], batch=batch)
         self.calls = []
 
     def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False):
-        assert y.shape == tuple(self.manifest["measurement_shape"])
+        assert y.shape == tuple(self.manifest.measurement_shape)
         self.calls.append(seed)
         noise = np.random.default_rng(seed).standard_normal((y.shape[0], 3, 64, 64))
         big = y.repeat(4, axis=-1).repeat(4, axis=-2)

@@ -45,7 +45,6 @@ def test_demo_is_small_verified_and_trained():
 
 @pytest.mark.parametrize("task", DEMO_TASKS)
 def test_demo_restoration_is_consistent_with_the_measurement(task):
-    from silo_rt.consistency import keep_measured
     from silo_rt.evaluation import consistency_psnr
 
     y = read_image(EXAMPLES / f"cat-{task}.png")
@@ -57,7 +56,7 @@ def test_demo_restoration_is_consistent_with_the_measurement(task):
     cpsnr = consistency_psnr(task, x, y, runner.resizer)
     assert cpsnr > CPSNR_THRESHOLD[task]
     # --keep-measured makes the agreement exact (up to clipping to [-1, 1]).
-    kept = keep_measured(task, y, x, runner.resizer)
+    kept = runner.degradation.keep_measured(y, x)
     assert consistency_psnr(task, kept, y, runner.resizer) > max(cpsnr + 15, 45)
     # The threshold means something: another held-out image is far less consistent with y.
     other = read_image(EXAMPLES / "cat.png")[..., ::-1, :].copy()  # the cat upside down
@@ -114,8 +113,8 @@ def test_evaluate_reports_silo_and_the_baseline(tmp_path, capsys):
     import shutil
 
     from silo_rt.cli import main
-    from silo_rt.degradations import make_measurement
-    from silo_rt.evaluation import baseline, quantise
+    from silo_rt.degradations import get_degradation, make_measurement
+    from silo_rt.evaluation import quantise
 
     images = tmp_path / "images"
     images.mkdir()
@@ -130,6 +129,6 @@ def test_evaluate_reports_silo_and_the_baseline(tmp_path, capsys):
     x = read_image(images / "b.png")
     y = quantise(make_measurement(x, "ip", 0.02, 1))
     assert report["per_image"][1]["baseline"]["psnr"] == pytest.approx(
-        psnr(baseline("ip", y, 64), x), abs=1e-6)
+        psnr(get_degradation("ip").baseline(y, 64), x), abs=1e-6)
     assert (tmp_path / "ip-grid.png").is_file()
     assert "biharmonic fill" in capsys.readouterr().out

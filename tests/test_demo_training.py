@@ -75,22 +75,22 @@ def test_train_prior_vae_then_unet_with_resume(image_folder, tmp_path):
 
 
 def test_biharmonic_baseline_fills_a_linear_ramp_exactly():
-    from silo_rt.degradations import box_mask
-    from silo_rt.evaluation import baseline
+    from silo_rt.degradations import box_mask, get_degradation
 
     ramp = np.linspace(-0.8, 0.8, 64, dtype=np.float32)
     x = np.broadcast_to(ramp[None, None, None, :] * np.array([1, 0.5, -1], np.float32)[
         None, :, None, None], (1, 3, 64, 64)).copy()
     y = x * box_mask(64).numpy()
-    filled = baseline("ip", y, 64)
+    filled = get_degradation("ip").baseline(y, 64)
     assert np.abs(filled - x).max() < 1e-3  # linear functions are biharmonic
 
 
 def test_bicubic_baseline_and_metrics():
-    from silo_rt.evaluation import baseline, sharpness, ssim
+    from silo_rt.degradations import get_degradation
+    from silo_rt.evaluation import sharpness, ssim
 
     flat = np.full((1, 3, 16, 16), 0.25, np.float32)
-    up = baseline("sr4", flat, 64)
+    up = get_degradation("sr4").baseline(flat, 64)
     assert up.shape == (1, 3, 64, 64) and np.allclose(up, 0.25, atol=1e-5)
     g = np.random.default_rng(0)
     x = g.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)

@@ -78,13 +78,13 @@ def test_selection_by_key_and_plan_hashes(tmp_path):
     plan = tmp_path / "engines" / H200_FP16.folder / "step.plan"
     plan.parent.mkdir(parents=True)
     plan.write_bytes(b"serialized engine")
-    from silo_rt.runtime.manifest import sha256_file
+    from silo_rt.bundle_format import sha256_file
 
     entry = _entry(H200_FP16, tmp_path, {"step": {"file": str(plan.relative_to(tmp_path)),
                                                   "sha256": sha256_file(plan)}})
-    manifest = {"engines": {H200_FP16.folder: entry}}
-    assert select_engines(manifest, H200_FP16) is entry
-    assert select_engines(manifest, EngineKey("tensorrt", "10.13.0", "9.0", "fp32")) is None
+    engines = {H200_FP16.folder: entry}
+    assert select_engines(engines, H200_FP16) is entry
+    assert select_engines(engines, EngineKey("tensorrt", "10.13.0", "9.0", "fp32")) is None
     assert verify_engine_files(tmp_path, entry) == {"step": plan}
     plan.write_bytes(b"tampered")
     with pytest.raises(SiloError, match="sha256"):
@@ -159,11 +159,11 @@ def test_gpu_smoke_never_installs_over_the_image():
 
 def test_fp16_engines_need_the_step_fp16_graph():
     graphs = {"vae_encoder": {}, "vae_decoder": {}, "step": {}}
-    assert engine_sources({"graphs": graphs}, "fp32")["step"] == "step"
+    assert engine_sources(graphs, "fp32")["step"] == "step"
     with pytest.raises(SiloError, match="re-export it with `--precision fp16`"):
-        engine_sources({"graphs": graphs}, "fp16")
+        engine_sources(graphs, "fp16")
     graphs["step_fp16"] = {}
-    assert engine_sources({"graphs": graphs}, "fp16") == {
+    assert engine_sources(graphs, "fp16") == {
         "vae_encoder": "vae_encoder", "vae_decoder": "vae_decoder", "step": "step_fp16"}
 
 
@@ -409,10 +409,9 @@ def test_bundle_check_reports_every_graph(rtx, tmp_path):
     onnx.save(conv_relu(), tmp_path / "vae_decoder.onnx")
     onnx.save(antialiased_resize(), tmp_path / "vae_encoder.onnx")
     onnx.save(fp16_step(tail_in_fp16=True), tmp_path / "step_fp16.onnx")
-    manifest = {"graphs": {name: {"file": f"{name}.onnx"}
-                           for name in ("vae_encoder", "vae_decoder", "step_fp16")}}
+    files = {name: f"{name}.onnx" for name in ("vae_encoder", "vae_decoder", "step_fp16")}
     lines = []
-    verdicts = check_bundle_with_tensorrt(tmp_path, manifest, log=lines.append)
+    verdicts = check_bundle_with_tensorrt(tmp_path, files, log=lines.append)
     assert [(v.graph, v.stage) for v in verdicts] == [
         ("vae_encoder", "parse"), ("vae_decoder", "ok"), ("step_fp16", "precision")]
     assert len(lines) == 3 and lines[1].startswith("vae_decoder: ok")

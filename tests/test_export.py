@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from silo_rt.bundle_format import load_manifest
 from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
 from silo_rt.export import ExportOptions, export_bundle
-from silo_rt.export.bundle import export_lock
-from silo_rt.export.graphs import UNetOperatorGraph, VaeDecoderGraph, VaeEncoderGraph
+from silo_rt.export.atomic import export_lock, replace_dir
+from silo_rt.export.graphs import UNetOperatorGraph
+from silo_rt.latents import LatentDecoder, MeasurementEncoder
 from silo_rt.operators import OperatorConfig, build_operator, save_operator
 from silo_rt.runtime import BundleRunner, read_manifest
 from silo_rt.sampler import SamplingOptions, restore
@@ -49,6 +51,11 @@ def exported(request, tiny_prior, tmp_path_factory):
     export_bundle(tiny_prior, operator, config, ExportOptions(options, 64, precision="fp16"),
                   out, on_stage=lambda name, s: stages.append(name))
     assert stages == ["vae_encoder", "vae_decoder", "unet_h", "step", "step_fp16"]
+    assert load_manifest(out).export_passes == {
+        "graph vae_encoder": "applied", "graph vae_decoder": "applied",
+        "graph unet_h": "applied", "graph step": "applied", "graph step_fp16": "applied",
+        "fp16 weights": "skipped: weights fp32", "onnx check": "applied",
+        "tensorrt check": "skipped: not asked (--check trt)"}
     return {"arch": arch, "task": task, "options": options, "operator": operator,
             "config": config, "bundle": out, "folder": folder}
 
@@ -87,7 +94,7 @@ def test_tensorrt_parses_and_builds_every_graph(exported):
     from silo_rt.runtime.engines import check_bundle_with_tensorrt
 
     verdicts = check_bundle_with_tensorrt(exported["bundle"],
-                                          read_manifest(exported["bundle"]))
+                                          load_manifest(exported["bundle"]).graph_files)
     assert {v.graph for v in verdicts} == {"vae_encoder", "vae_decoder", "unet_h", "step",
                                            "step_fp16"}
     assert all(v.ok for v in verdicts), [(v.graph, v.message) for v in verdicts if not v.ok]
@@ -109,10 +116,10 @@ def test_fp16_engines_keep_the_step_tail_in_fp32(exported):
 
 def test_forward_graphs_match_pytorch(exported, tiny_prior):
     runner = BundleRunner(exported["bundle"])
-    step = GuidedStep(tiny_prior, exported["operator"], exported["arch"],
+    step = GuidedStep(tiny_prior, exported["operator"],
                       exported["options"].cfg_scale)
-    modules = {"vae_encoder": VaeEncoderGraph(tiny_prior, exported["task"], 64),
-               "vae_decoder": VaeDecoderGraph(tiny_prior), "unet_h": UNetOperatorGraph(step)}
+    modules = {"vae_encoder": MeasurementEncoder(tiny_prior, exported["task"], 64),
+               "vae_decoder": LatentDecoder(tiny_prior), "unet_h": UNetOperatorGraph(step)}
     for name, module in modules.items():
         feeds = _inputs(runner.graphs.session(name), seed=11)
         if name == "vae_encoder":
@@ -130,7 +137,7 @@ def test_step_graph_matches_pytorch_and_its_gradient_matches_autograd(exported, 
     session = runner.graphs.session("step")
     feeds = _inputs(session, seed=5)
     names = [i.name for i in session.get_inputs()]
-    step = GuidedStep(tiny_prior, exported["operator"], exported["arch"],
+    step = GuidedStep(tiny_prior, exported["operator"],
                       exported["options"].cfg_scale)
     args = [torch.from_numpy(feeds[n]) for n in names]
     z_prev, loss = step(*args)
@@ -176,7 +183,7 @@ def test_end_to_end_parity_with_the_reference(exported, tiny_prior):
     y = np.random.default_rng(2).uniform(-1, 1, (1, 3, side, side)).astype(np.float32)
     ours = BundleRunner(exported["bundle"]).restore(y, seed=9)
     options = SamplingOptions(**{**options.__dict__, "seed": 9})
-    ref = restore(tiny_prior, exported["operator"], exported["arch"], torch.from_numpy(y),
+    ref = restore(tiny_prior, exported["operator"], torch.from_numpy(y),
                   options).numpy()
     error = rel(ours, ref)
     print(f"end-to-end relative difference {exported['arch']}/{exported['task']}: {error:.2e}")
@@ -294,13 +301,25 @@ def test_export_lock_refuses_a_concurrent_export(tmp_path):
     assert not out.with_name("bundle.lock").exists()
 
 
+def test_replacing_a_bundle_swaps_it_whole(tmp_path):
+    target, new = tmp_path / "bundle", tmp_path / ".bundle.new"
+    for folder, text in ((target, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(text)
+    how = replace_dir(new, target)
+    assert (target / "manifest.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # the old one is gone
+    if sys.platform.startswith("linux"):
+        assert how == "exchange"  # one atomic swap: no moment without a bundle
+
+
 def test_failed_export_leaves_nothing(tiny_prior, tmp_path, monkeypatch):
-    import silo_rt.export.bundle as bundle_module
+    import silo_rt.export.passes as passes_module
 
     def explode(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bundle_module, "export_step", explode)
+    monkeypatch.setattr(passes_module, "export_step", explode)
     config = OperatorConfig.for_prior(tiny_prior, "cnn", "gb")
     operator = build_operator(config).eval().requires_grad_(False)
     options = ExportOptions(SamplingOptions("gb", steps=3), 64, include_unet_h=False)

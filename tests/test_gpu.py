@@ -36,7 +36,7 @@ def setup(tiny_prior):
     operator = build_operator(config).eval().requires_grad_(False)
     y = np.random.default_rng(0).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
     options = SamplingOptions("sr4", steps=12, seed=2)
-    reference = restore(tiny_prior, operator, "readout", torch.from_numpy(y), options).numpy()
+    reference = restore(tiny_prior, operator, torch.from_numpy(y), options).numpy()
     return {"config": config, "operator": operator, "y": y, "options": options,
             "reference": reference}
 
@@ -48,7 +48,7 @@ def _cuda_restore(tiny_prior, setup, use_graph):
 
     prior = copy.deepcopy(tiny_prior)
     operator = copy.deepcopy(setup["operator"])
-    return restore_cuda(prior, operator, "readout", torch.from_numpy(setup["y"]),
+    return restore_cuda(prior, operator, torch.from_numpy(setup["y"]),
                         setup["options"], use_graph).numpy()
 
 
@@ -71,7 +71,7 @@ def test_nan_is_reported_with_step_index(tiny_prior, setup):
     prior = copy.deepcopy(tiny_prior)
     prior.unet.cuda()
     operator = copy.deepcopy(setup["operator"]).cuda()
-    loop = CudaStepLoop(GuidedStep(prior, operator, "readout"), use_graph=True)
+    loop = CudaStepLoop(GuidedStep(prior, operator), use_graph=True)
     shape = prior.latent_shape(64)
     z = torch.full(shape, float("nan"), device="cuda")
     ctx = prior.encode_prompt("").cuda()
@@ -101,8 +101,8 @@ def bundle(tiny_prior, setup, tmp_path_factory):
 
 
 def _runner(bundle, precision):
+    from silo_rt.bundle_format import read_manifest
     from silo_rt.runtime import BundleRunner
-    from silo_rt.runtime.manifest import read_manifest
 
     if precision == "fp16" and "step_fp16" not in read_manifest(bundle)["graphs"]:
         pytest.skip("this bundle was exported without --precision fp16")
@@ -131,7 +131,7 @@ def test_tensorrt_graphs_are_captured_once_and_freed(bundle, setup):
         assert graphs._step_graphs is captured  # replayed, not re-captured
         timesteps, coefficients = runner.schedule()
         steps = len(timesteps) + 3  # a longer schedule: the tables grow, the graphs stay
-        shape = tuple(runner.manifest["latent_shape"])
+        shape = tuple(runner.manifest.latent_shape)
         z = np.zeros(shape, np.float32)
         graphs.run_steps(z, z, runner.context, np.resize(timesteps, steps),
                          np.resize(coefficients, (steps, 5)),

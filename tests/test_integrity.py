@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from silo_rt.bundle_format import read_manifest, write_manifest
 from silo_rt.demo import demo_bundle
 from silo_rt.errors import SiloError
 from silo_rt.runtime import BundleRunner
-from silo_rt.runtime.manifest import read_manifest, write_manifest
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_cause2_operator_metadata_with_absurd_sizes_is_refused():
 
 def test_cause4_runtime_refuses_nan_eta_and_negative_sigma(bundle):
     runner = BundleRunner(bundle)
-    y = np.zeros(runner.spec.measurement_shape, np.float32)
+    y = np.zeros(runner.manifest.measurement_shape, np.float32)
     with pytest.raises(SiloError, match="eta must be a finite number"):
         runner.restore(y, eta=float("nan"), steps=2)
     with pytest.raises(SiloError, match="sigma_y must be in"):
@@ -182,7 +182,7 @@ def bomb_png(path, side=100_000):
 
 
 def test_cause8_export_removes_folders_of_dead_exporters(tmp_path):
-    from silo_rt.export.bundle import export_lock
+    from silo_rt.export.atomic import export_lock
 
     out = tmp_path / "b"
     dead = tmp_path / ".b.k3x9q_7z.partial"  # what mkdtemp named a killed export's folder

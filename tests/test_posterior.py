@@ -3,6 +3,8 @@
 On the embedded sr4 demo bundle with 4 steps (a fraction of a second per sample).
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from cli_run import run
@@ -103,7 +105,7 @@ def test_one_sample_has_zero_spread(measurement, tmp_path, capsys):
 
 
 class FakeRunner:
-    manifest = {"measurement_shape": [3, 3, 16, 16]}
+    manifest = SimpleNamespace(measurement_shape=[3, 3, 16, 16], batch=3)
 
     def __init__(self):
         self.seeds = []

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from silo_rt.consistency import keep_measured
 from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
 from silo_rt.resize import (
@@ -150,17 +149,18 @@ def test_keep_measured_imposes_the_dps_measurement(task):
     degrade = get_degradation(task, "dps")
     y = degrade(torch.from_numpy(truth)).numpy()
 
-    kept = keep_measured(task, y, guess, resizer="dps")
+    kept = get_degradation(task, "dps").keep_measured(y, guess)
     assert np.abs(degrade(torch.from_numpy(kept)).numpy() - y).max() < 1e-5
-    assert np.abs(degrade(torch.from_numpy(keep_measured(task, y, guess))).numpy()
+    default_kept = get_degradation(task).keep_measured(y, guess)
+    assert np.abs(degrade(torch.from_numpy(default_kept)).numpy()
                   - y).max() < 1e-5  # dps is the default
 
-    wrong = keep_measured(task, y, guess, resizer="torch-bicubic")
+    wrong = get_degradation(task, "torch-bicubic").keep_measured(y, guess)
     assert np.abs(degrade(torch.from_numpy(wrong)).numpy() - y).max() > 1e-3
     # which is right for a torch-bicubic measurement
     legacy = get_degradation(task, "torch-bicubic")
     y_legacy = legacy(torch.from_numpy(truth)).numpy()
-    kept_legacy = keep_measured(task, y_legacy, guess, resizer="torch-bicubic")
+    kept_legacy = get_degradation(task, "torch-bicubic").keep_measured(y_legacy, guess)
     assert np.abs(legacy(torch.from_numpy(kept_legacy)).numpy() - y_legacy).max() < 1e-5
 
 
@@ -173,7 +173,7 @@ def test_unknown_resizers_are_refused():
         downsampling_matrix("bicubic", 64, 16)
     x = np.zeros((1, 3, 64, 64), np.float32)
     with pytest.raises(SiloError, match="unknown SR resizer"):
-        keep_measured("sr4", x[..., :16, :16], x, resizer="pil")
+        get_degradation("sr4", "pil").keep_measured(x[..., :16, :16], x)
     with pytest.raises(SiloError, match="unknown SR resizer"):
         OperatorConfig("cnn", "sr4", 64, 4, 8, 128, resizer="matlab")
 

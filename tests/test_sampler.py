@@ -39,7 +39,7 @@ def test_eta_zero_equals_diffusers_ddpm_steps(tiny_prior):
             eps = tiny_prior.unet(z, t, encoder_hidden_states=context).sample
             z = scheduler.step(eps, t, z, generator=torch.Generator().manual_seed(i)).prev_sample
 
-    step = GuidedStep(tiny_prior, _operator(tiny_prior, "cnn"), "cnn")
+    step = GuidedStep(tiny_prior, _operator(tiny_prior, "cnn"))
     w = torch.zeros(shape)
 
     def guided(z_t, timestep, coefficients, n):
@@ -68,7 +68,7 @@ def test_guidance_gradient_matches_float64_finite_difference(tiny_prior, arch):
     prior = copy.copy(tiny_prior)
     prior.unet = copy.deepcopy(tiny_prior.unet).double()
     operator = _operator(tiny_prior, arch).double()
-    step = GuidedStep(prior, operator, arch)
+    step = GuidedStep(prior, operator)
     g = torch.Generator().manual_seed(0)
     shape = prior.latent_shape(64)
     z = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -91,7 +91,7 @@ def test_guidance_gradient_matches_float64_finite_difference(tiny_prior, arch):
 @pytest.mark.parametrize("arch", ["cnn", "readout"])
 def test_step_update_formula(tiny_prior, arch):
     """z_{t-1} = c2·ẑ0 + c3·z_t + c4·n − η·clamp(∂L/∂z_t, −1, 1), with autograd's gradient."""
-    step = GuidedStep(tiny_prior, _operator(tiny_prior, arch), arch)
+    step = GuidedStep(tiny_prior, _operator(tiny_prior, arch))
     g = torch.Generator().manual_seed(1)
     shape = tiny_prior.latent_shape(64)
     z, w, n = (torch.randn(shape, generator=g) for _ in range(3))
@@ -120,6 +120,8 @@ def _features(step, z, timestep, context):
 class ExactLatentOperator(torch.nn.Module):
     """An analytically exact H: ``E(A(D(z)))`` built from the prior's own VAE (test only)."""
 
+    uses_features = uses_timestep = False
+
     def __init__(self, prior, task):
         super().__init__()
         self.prior, self.degradation = prior, get_degradation(task)
@@ -143,7 +145,7 @@ def test_measurement_consistency_rises_with_eta(tiny_prior, image_array):
     errors = []
     for eta in (0.0, 10.0, 40.0):
         finals = []
-        restore(tiny_prior, operator, "cnn", y, SamplingOptions(task, steps=40, eta=eta),
+        restore(tiny_prior, operator, y, SamplingOptions(task, steps=40, eta=eta),
                 callback=lambda i, t, z, loss: finals.append(z))
         with torch.no_grad():
             errors.append(float(torch.linalg.norm(w - operator(finals[-1], None))))
@@ -155,9 +157,9 @@ def test_restore_is_reproducible_and_seed_dependent(tiny_prior):
     operator = _operator(tiny_prior, "cnn")
     y = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 16, 16)).astype("f4"))
     opts = SamplingOptions("sr4", steps=5)
-    a = restore(tiny_prior, operator, "cnn", y, opts)
-    b = restore(tiny_prior, operator, "cnn", y, opts)
-    c = restore(tiny_prior, operator, "cnn", y, SamplingOptions("sr4", steps=5, seed=1))
+    a = restore(tiny_prior, operator, y, opts)
+    b = restore(tiny_prior, operator, y, opts)
+    c = restore(tiny_prior, operator, y, SamplingOptions("sr4", steps=5, seed=1))
     assert a.shape == (1, 3, 64, 64)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
@@ -166,9 +168,9 @@ def test_restore_is_reproducible_and_seed_dependent(tiny_prior):
 def test_cfg_doubles_the_batch_and_changes_the_result(tiny_prior):
     operator = _operator(tiny_prior, "readout")
     y = torch.zeros(1, 3, 16, 16)
-    plain = restore(tiny_prior, operator, "readout", y, SamplingOptions("sr4", steps=3,
+    plain = restore(tiny_prior, operator, y, SamplingOptions("sr4", steps=3,
                                                                         prompt="a photo"))
-    cfg = restore(tiny_prior, operator, "readout", y, SamplingOptions("sr4", steps=3,
+    cfg = restore(tiny_prior, operator, y, SamplingOptions("sr4", steps=3,
                                                                       prompt="a photo",
                                                                       cfg_scale=4.0))
     assert tiny_prior.encode_prompt("a photo", 4.0).shape[0] == 2

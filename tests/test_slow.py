@@ -8,27 +8,27 @@ import numpy as np
 import pytest
 import torch
 
+from silo_rt.degradations import get_degradation, task_names
 from silo_rt.export import ExportOptions, export_bundle
 from silo_rt.operators import OperatorConfig, build_operator
 from silo_rt.runtime import BundleRunner
 from silo_rt.sampler import SamplingOptions, restore
-from silo_rt.tasks import TASKS
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("arch", ["cnn", "readout"])
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(task_names()))
 def test_every_task_and_operator_matches_the_reference(tiny_prior, tmp_path, task, arch):
     torch.manual_seed(3)
     config = OperatorConfig.for_prior(tiny_prior, arch, task)
     operator = build_operator(config).eval().requires_grad_(False)
     options = SamplingOptions(task, steps=25, seed=5)
     export_bundle(tiny_prior, operator, config, ExportOptions(options, 64), tmp_path / "b")
-    side = 64 // TASKS[task].scale
+    side = 64 // get_degradation(task).scale
     y = np.random.default_rng(1).uniform(-1, 1, (1, 3, side, side)).astype(np.float32)
     ours = BundleRunner(tmp_path / "b").restore(y, seed=5)
-    ref = restore(tiny_prior, operator, arch, torch.from_numpy(y), options).numpy()
+    ref = restore(tiny_prior, operator, torch.from_numpy(y), options).numpy()
     error = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
     print(f"\n{arch}/{task}: end-to-end relative difference {error:.2e}")
     assert error < 1e-3
@@ -49,13 +49,13 @@ def test_sd15_random_exports_and_steps_in_onnx_runtime(tmp_path):
     export_s = time.perf_counter() - start
     runner = BundleRunner(tmp_path / "b", verify=False)
     g = np.random.default_rng(0)
-    shape = tuple(runner.manifest["latent_shape"])
+    shape = tuple(runner.manifest.latent_shape)
     z = g.standard_normal(shape).astype(np.float32)
     w = g.standard_normal(shape).astype(np.float32)
-    sched = runner.manifest["schedule"]
+    sched = runner.manifest.schedule
     start = time.perf_counter()
-    out = runner.graphs.run_steps(z, w, runner.context, np.asarray(sched["timesteps"][:1]),
-                                  np.asarray(sched["coefficients"][:1], np.float32),
+    out = runner.graphs.run_steps(z, w, runner.context, np.asarray(sched.timesteps[:1]),
+                                  np.asarray(sched.coefficients[:1], np.float32),
                                   g.standard_normal((1, *shape)).astype(np.float32), 0.5, 0.02)
     step_s = time.perf_counter() - start
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -69,9 +69,9 @@ def test_sd15_random_graphs_parse_and_build_with_tensorrt(tmp_path):
     """NVIDIA's parser and AOT builder accept the full-size graphs, external data and the
     fp16 step included (TensorRT-RTX, no GPU)."""
     pytest.importorskip("tensorrt_rtx")
+    from silo_rt.bundle_format import load_manifest
     from silo_rt.prior import load_prior
     from silo_rt.runtime.engines import check_bundle_with_tensorrt
-    from silo_rt.runtime.manifest import read_manifest
 
     prior = load_prior("sd15-random")
     config = OperatorConfig.for_prior(prior, "readout", "sr8")
@@ -79,7 +79,8 @@ def test_sd15_random_graphs_parse_and_build_with_tensorrt(tmp_path):
     options = ExportOptions(SamplingOptions("sr8", steps=20), 512, include_unet_h=False,
                             precision="fp16")
     export_bundle(prior, operator, config, options, tmp_path / "b")
-    verdicts = check_bundle_with_tensorrt(tmp_path / "b", read_manifest(tmp_path / "b"))
+    verdicts = check_bundle_with_tensorrt(tmp_path / "b",
+                                          load_manifest(tmp_path / "b").graph_files)
     for verdict in verdicts:
         print(f"\n{verdict.graph}: {verdict.stage} {verdict.message} ({verdict.seconds:.0f} s)")
     assert {v.graph for v in verdicts} == {"vae_encoder", "vae_decoder", "step", "step_fp16"}

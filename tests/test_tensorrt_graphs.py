@@ -10,7 +10,6 @@ readout with CFG; both precisions, with ``unet_h`` and the decoder), this module
 pairs and the encoder of every task. The two embedded demo bundles are checked as shipped.
 """
 
-import json
 
 import numpy as np
 import onnx
@@ -18,15 +17,17 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from silo_rt.bundle_format import load_manifest
+from silo_rt.degradations import get_degradation, task_names
 from silo_rt.demo import DEMO_TASKS, demo_bundle
 from silo_rt.export.bundle import ExportOptions, _example_inputs, half_precision_step
-from silo_rt.export.graphs import STEP_OUTPUT_NAMES, VaeEncoderGraph, step_input_names
+from silo_rt.export.graphs import STEP_OUTPUT_NAMES, step_input_names
 from silo_rt.export.onnx_writer import export_forward, export_step
 from silo_rt.export.parser_clean import make_parser_clean
+from silo_rt.latents import MeasurementEncoder
 from silo_rt.operators import OperatorConfig, build_operator
 from silo_rt.sampler import SamplingOptions
 from silo_rt.step import GuidedStep
-from silo_rt.tasks import TASKS
 
 pytest.importorskip("tensorrt_rtx")  # installed by the dev extra (`silo-rt[trt-check]`)
 
@@ -46,8 +47,7 @@ def _assert_accepted(verdict):
 @pytest.mark.parametrize("task", DEMO_TASKS)
 def test_the_shipped_demo_bundles_parse_and_build(task):
     bundle = demo_bundle(task)
-    verdicts = check_bundle_with_tensorrt(bundle, json.loads((bundle / "manifest.json")
-                                                             .read_text()))
+    verdicts = check_bundle_with_tensorrt(bundle, load_manifest(bundle).graph_files)
     assert {v.graph for v in verdicts} >= {"vae_encoder", "vae_decoder", "step"}
     for verdict in verdicts:
         _assert_accepted(verdict)
@@ -68,8 +68,8 @@ def step_graphs(tiny_prior, tmp_path_factory):
         names = step_input_names(cfg > 1.0)
         inputs = [ex[n] for n in names]
         for precision, step in (
-                ("fp32", GuidedStep(tiny_prior, operator, arch, cfg)),
-                ("fp16", half_precision_step(tiny_prior, operator, arch, cfg))):
+                ("fp32", GuidedStep(tiny_prior, operator, cfg)),
+                ("fp16", half_precision_step(tiny_prior, operator, cfg))):
             path = folder / f"{arch}-cfg{cfg}-{precision}.onnx"
             export_step(step, inputs, names, STEP_OUTPUT_NAMES, path)
             paths[(arch, cfg, precision)] = path
@@ -100,11 +100,11 @@ def test_the_fp16_step_is_strongly_typed_with_an_fp32_tail(step_graphs):
                         for n in model.graph.node if n.name in tail for o in n.output)
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(task_names()))
 def test_every_encoder_parses_and_builds(tiny_prior, tmp_path, task):
-    side = 64 // TASKS[task].scale
+    side = 64 // get_degradation(task).scale
     path = tmp_path / f"vae_encoder-{task}.onnx"
-    export_forward(VaeEncoderGraph(tiny_prior, task, 64),
+    export_forward(MeasurementEncoder(tiny_prior, task, 64),
                    [torch.zeros(1, 3, side, side), torch.zeros(1, 4, 8, 8)], path)
     assert not any(n.op_type == "Resize" for n in onnx.load(str(path)).graph.node)
     _assert_accepted(check_onnx_with_tensorrt(path))

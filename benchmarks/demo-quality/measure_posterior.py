@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from silo_rt.consistency import keep_measured
-from silo_rt.degradations import make_measurement
+from silo_rt.degradations import get_degradation, make_measurement
 from silo_rt.demo import demo_bundle
-from silo_rt.evaluation import BASELINE_NAMES, _metrics, baseline, quantise
+from silo_rt.evaluation import _metrics, quantise
 from silo_rt.images import atomic_write, read_image, to_uint8
 from silo_rt.posterior import draw_samples, heatmap, summarise
 from silo_rt.runtime import BundleRunner
@@ -56,15 +55,15 @@ def cpu_model() -> str:
 
 def measure_task(task: str, paths: list[Path], steps: int, threads: int, log) -> dict:
     runner = BundleRunner(demo_bundle(task), threads=threads)
-    sigma_y, size, resizer = runner.spec.sigma_y, runner.spec.image_size, runner.resizer
+    sigma_y, size, resizer = runner.manifest.sigma_y, runner.manifest.image_size, runner.resizer
     rows, grid = [], []
     for index, path in enumerate(paths):
         start = time.perf_counter()
         x = read_image(path)
         y = quantise(make_measurement(x, task, sigma_y, index, resizer))
         samples = draw_samples(runner, y, max(KS), seed=0, steps=steps)
-        kept = np.stack([keep_measured(task, y, s, resizer) for s in samples])
-        row = {"image": path.name, "baseline": _metrics(baseline(task, y, size), x)}
+        kept = np.stack([get_degradation(task, resizer).keep_measured(y, s) for s in samples])
+        row = {"image": path.name, "baseline": _metrics(get_degradation(task).baseline(y, size), x)}
         for name, drawn in (("silo", samples), ("silo_keep_measured", kept)):
             row[name] = {str(k): _metrics(summarise(drawn[:k])[0], x) for k in KS}
             mean, std = summarise(drawn)
@@ -84,7 +83,7 @@ def measure_task(task: str, paths: list[Path], steps: int, threads: int, log) ->
     def mean_of(method, k, key):
         return float(np.mean([r[method][str(k)][key] for r in rows]))
 
-    summary = {"baseline": BASELINE_NAMES[task],
+    summary = {"baseline": get_degradation(task).baseline_name,
                "baseline_mean": {key: float(np.mean([r["baseline"][key] for r in rows]))
                                  for key in ("psnr", "ssim")}}
     for method in ("silo", "silo_keep_measured"):

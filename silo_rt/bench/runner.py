@@ -13,7 +13,6 @@ import numpy as np
 from ..degradations import get_degradation
 from ..errors import SiloError
 from ..provenance import package_versions
-from ..tasks import get_task
 from .report import SCHEMA
 from .scaling import memory_mib, reset_peak
 from .timing import (
@@ -55,7 +54,7 @@ class BenchConfig:
     log: object = field(default=None, repr=False)  # callable(str) for progress lines
 
     def validate(self) -> None:
-        get_task(self.task)
+        get_degradation(self.task)
         unknown = set(self.backends) - set(BACKENDS)
         if unknown or not self.backends:
             raise SiloError(f"unknown backend(s) {sorted(unknown)}; choose from "
@@ -94,7 +93,7 @@ def _operator(prior, config: BenchConfig, image_size: int):
 
 def _given_bundle(config: BenchConfig):
     """The ``--bundle``'s checked manifest (None without one); refuses another task's."""
-    from ..runtime.manifest import load_manifest
+    from ..bundle_format import load_manifest
 
     if config.bundle is None:
         return None
@@ -107,8 +106,8 @@ def _given_bundle(config: BenchConfig):
 
 def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int, batch: int = 1):
     """The bundle to time: the given one, or one exported (and cached) for this config."""
+    from ..bundle_format import load_manifest
     from ..export import ExportOptions, export_bundle
-    from ..runtime.manifest import read_manifest
     from ..sampler import SamplingOptions
 
     if config.bundle is not None:
@@ -118,9 +117,9 @@ def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int, ba
     path = Path(config.cache) / name
     if path.exists():
         try:
-            m = read_manifest(path, verify=False)
-            if (m.get("prior", {}).get("fingerprint") == prior.fingerprint() and
-                    m.get("operator") == json.loads(op_config.to_json())):
+            m = load_manifest(path, verify=False)
+            if (m.prior.get("fingerprint") == prior.fingerprint() and
+                    m.operator == json.loads(op_config.to_json())):
                 return path, None
         except SiloError:
             pass
@@ -167,14 +166,14 @@ def run_bench(config: BenchConfig) -> dict:
                         f"benchmark runs at {image_size}px (pass --size {bundle.image_size})")
     get_degradation(config.task).check_size(image_size)
     operator, op_config, operator_label = _operator(prior, config, image_size)
-    spec = get_task(config.task)
+    spec = get_degradation(config.task)
     rng = np.random.default_rng(0)
     latent = prior.latent_shape(image_size)
     side = image_size // spec.scale
     y = rng.uniform(-1, 1, (1, 3, side, side)).astype(np.float32)
     schedule = from_scheduler(prior.scheduler, 999)
     context = prior.encode_prompt("")
-    step = GuidedStep(prior, operator, config.arch)
+    step = GuidedStep(prior, operator)
     step_inputs = (torch.from_numpy(rng.standard_normal(latent, dtype=np.float32)),
                    torch.tensor([float(schedule.timesteps[500])]),
                    torch.from_numpy(schedule.coefficients[500]),
@@ -308,13 +307,14 @@ def _time_torch(s: _Shared) -> None:
     """PyTorch eager on the CPU: each graph, and the step and restoration (interleaved)."""
     import torch
 
-    from ..export.graphs import UNetOperatorGraph, VaeDecoderGraph, VaeEncoderGraph
+    from ..export.graphs import UNetOperatorGraph
+    from ..latents import LatentDecoder, MeasurementEncoder
     from ..sampler import SamplingOptions, restore
 
     config, inputs = s.config, s.step_inputs
     graphs = {"unet_h": UNetOperatorGraph(s.step),
-              "vae_encoder": VaeEncoderGraph(s.prior, config.task, s.image_size),
-              "vae_decoder": VaeDecoderGraph(s.prior)}
+              "vae_encoder": MeasurementEncoder(s.prior, config.task, s.image_size),
+              "vae_decoder": LatentDecoder(s.prior)}
     feeds = {"unet_h": (inputs[0], inputs[1], inputs[2], s.context, inputs[7]),
              "vae_encoder": (torch.from_numpy(s.y), torch.zeros(s.latent)),
              "vae_decoder": (inputs[0],)}
@@ -326,7 +326,7 @@ def _time_torch(s: _Shared) -> None:
     if config.restoration:
         options = SamplingOptions(config.task, steps=config.steps)
         s.restore_calls["torch"] = (
-            lambda o=options: restore(s.prior, s.operator, config.arch,
+            lambda o=options: restore(s.prior, s.operator,
                                       torch.from_numpy(s.y), o))
 
 
@@ -412,7 +412,7 @@ def _time_bundle(backend: str, s: _Shared) -> float | None:
         return export_s
     runner = BundleRunner(path, threads=config.threads, verify=False)
     for name in ("unet_h", "vae_encoder", "vae_decoder"):
-        if name not in runner.spec.graphs:
+        if name not in runner.manifest.graphs:
             continue
         session = runner.graphs.session(name)
         feeds = {i.name: _feed(i, s.rng) for i in session.get_inputs()}
@@ -525,7 +525,7 @@ def _time_cuda_loop(backend, prior, operator, config, step_inputs, y, record, re
     from ..torch_cuda import CudaStepLoop, restore_cuda
 
     use_graph = backend == "torch-cuda-graph"
-    loop = CudaStepLoop(GuidedStep(prior, operator, config.arch), use_graph)
+    loop = CudaStepLoop(GuidedStep(prior, operator), use_graph)
     z, timestep, coefficients, noise, w, _, context, _ = (t.to(device) for t in step_inputs)
     n = config.reps
     args = (np.repeat(timestep.cpu().numpy(), n), np.repeat(coefficients.cpu().numpy()[None],
@@ -544,7 +544,7 @@ def _time_cuda_loop(backend, prior, operator, config, step_inputs, y, record, re
         options = SamplingOptions(config.task, steps=config.steps)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        restore_cuda(prior, operator, config.arch, torch.from_numpy(y), options, use_graph)
+        restore_cuda(prior, operator, torch.from_numpy(y), options, use_graph)
         restorations.append(_restoration(backend, config.steps, time.perf_counter() - start))
 
 

@@ -93,10 +93,10 @@ class ScalingConfig:
     log: object = field(default=None, repr=False)
 
     def validate(self) -> None:
+        from ..degradations import get_degradation
         from ..errors import SiloError
-        from ..tasks import get_task
 
-        get_task(self.task)
+        get_degradation(self.task)
         unknown = set(self.backends) - set(SCALING_BACKENDS)
         if unknown or not self.backends:
             raise SiloError(f"scaling runs backends {', '.join(SCALING_BACKENDS)}; not "
@@ -236,10 +236,10 @@ def _ort_point(spec, stages):
     m = runner.manifest
     stages.mark("import + manifest")
     rng = np.random.default_rng(0)
-    y = rng.uniform(-1, 1, m["measurement_shape"]).astype(np.float32)
+    y = rng.uniform(-1, 1, m.measurement_shape).astype(np.float32)
     if spec["what"] == "restore":
         return (lambda: runner.restore(y)), {}
-    latent = m["latent_shape"]
+    latent = m.latent_shape
     z, noise, w = (rng.standard_normal(latent).astype(np.float32) for _ in range(3))
     coefficients = np.array([1.2, -0.6, 0.1, 0.9, 0.05], np.float32)
     runner.graphs.session(runner.graphs.step_graph)
@@ -264,12 +264,12 @@ def _torch_point(spec, stages):
     stages.mark("import + load")
     rng = np.random.default_rng(0)
     if spec["what"] == "restore":
-        from silo_rt.tasks import get_task
+        from silo_rt.degradations import get_degradation
 
-        side = size // get_task(spec["task"]).scale
+        side = size // get_degradation(spec["task"]).scale
         y = torch.from_numpy(rng.uniform(-1, 1, (1, 3, side, side)).astype(np.float32))
         options = SamplingOptions(spec["task"], steps=spec["steps"])
-        return (lambda: restore(prior, operator, spec["arch"], y, options)), {}
+        return (lambda: restore(prior, operator, y, options)), {}
     latent = prior.latent_shape(size, batch)
 
     def tensor():
@@ -278,7 +278,7 @@ def _torch_point(spec, stages):
     inputs = (tensor(), torch.tensor([500.0]),
               torch.tensor([1.2, -0.6, 0.1, 0.9, 0.05]), tensor(), tensor(), torch.tensor([0.5]),
               batch_context(prior.encode_prompt(""), batch), torch.tensor([0.02]))
-    step = GuidedStep(prior, operator, spec["arch"])
+    step = GuidedStep(prior, operator)
     if spec["backend"] == "torch-compile":
         from silo_rt.bench.compiled import compile_step
 

@@ -1,11 +1,9 @@
 """Exporting a (prior, operator, task, size, schedule) to a bundle folder.
 
-The bundle is built in a hidden temporary folder beside the target and renamed into place
-only when complete, so an interrupted export never leaves a bundle that loads. A lock file
-(``<out>.lock``, holding the exporter's pid) refuses a second concurrent export into the same
-folder; a lock left by a dead process is taken over, and the hidden folders such a process
-left behind (``.<out>.*.partial``, ``.<out>.old-*``) are removed. Bundles get the usual modes
-(folders 0755, files 0644 under the default umask).
+:func:`export_bundle` checks everything it can before tracing, then runs the export passes
+(:mod:`.passes`) in a hidden temporary folder and swaps the finished bundle into place
+(:mod:`.atomic`), so an interrupted export never leaves a bundle that loads. The manifest is
+written by the one writer of the format (:mod:`silo_rt.bundle_format`).
 """
 
 from __future__ import annotations
@@ -13,43 +11,46 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-import re
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import SiloError
-from ..provenance import package_versions
-from ..runtime.manifest import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
+from ..bundle_format import (
     MAX_BATCH,
     MAX_IMAGE_SIZE,
+    ContextSpec,
+    Manifest,
+    ScheduleRecord,
     sha256_file,
     write_manifest,
 )
+from ..degradations import get_degradation
+from ..errors import SiloError
+from ..latents import LatentDecoder, MeasurementEncoder
+from ..provenance import package_versions
 from ..sampler import SamplingOptions, batch_context
 from ..schedule import alphas_record, from_scheduler
 from ..step import GuidedStep
-from ..tasks import get_task
+from .atomic import check_export_target, export_lock, publish_modes, replace_dir
 from .graphs import (
     STEP_OUTPUT_NAMES,
     UNetOperatorGraph,
-    VaeDecoderGraph,
-    VaeEncoderGraph,
     step_input_names,
 )
-from .half_weights import store_exact_fp16_initializers
-from .onnx_writer import check_graph, export_forward, export_step
+from .passes import (
+    BundleDraft,
+    ExportPass,
+    Fp16Weights,
+    OnnxCheck,
+    TensorRTCheck,
+    WriteGraph,
+    run_passes,
+)
 
 StageCallback = Callable[[str, float], None]
 """``callback(stage, seconds)`` after each export stage."""
@@ -65,6 +66,7 @@ class ExportOptions:
     include_unet_h: bool = True
     weights: str = "fp32"  # "fp16": weights rounded to and stored in half precision
     precision: str = "fp32"  # "fp16": also a strongly typed fp16 step graph, ``step_fp16``
+    check_tensorrt: bool = False  # parse and build every graph with TensorRT(-RTX)
 
     def __post_init__(self):
         if not (isinstance(self.batch, int) and 1 <= self.batch <= MAX_BATCH):
@@ -79,71 +81,6 @@ class ExportOptions:
             raise SiloError(f"precision must be fp32 or fp16, got {self.precision!r}")
 
 
-@contextmanager
-def export_lock(out: Path):
-    """Hold ``<out>.lock`` for the duration; refuse if a live process holds it."""
-    lock = out.with_name(out.name + ".lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its exporter is gone
-                continue
-            except PermissionError:
-                pass
-            raise SiloError(f"another export (pid {pid}) is writing {out}; wait for it or "
-                            f"remove {lock} if it is stale") from None
-    else:
-        raise SiloError(f"cannot take the export lock {lock}")
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        remove_leftovers(out)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def remove_leftovers(out: Path) -> None:
-    """Remove the hidden build folders of exports into ``out`` that died (``kill -9``).
-
-    Only called with the lock held: no live exporter owns such a folder then.
-    """
-    name = re.escape(out.name)
-    # An .old-PID folder is the only copy when its exporter died between the two renames.
-    kinds = r"[a-z0-9_]{8}\.partial|old-\d+" if (out / MANIFEST).is_file() else \
-        r"[a-z0-9_]{8}\.partial"
-    leftover = re.compile(rf"^\.{name}\.({kinds})$")
-    for path in out.parent.iterdir():
-        if leftover.match(path.name) and path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def check_export_target(out: Path) -> None:
-    """Refuse, before any work, a bundle folder that cannot be written or is not a bundle."""
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise SiloError(f"output folder does not exist: {out.parent}")
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise SiloError(f"output folder is not writable: {out.parent}")
-    if out.is_symlink() or (out.exists() and not (out / MANIFEST).is_file()):
-        raise SiloError(f"{out} exists and is not a bundle; refusing to replace it")
-
-
-def _publish_modes(folder: Path) -> None:
-    """mkdtemp makes a 0700 folder: give the bundle the usual modes under the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        if not path.is_symlink():
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def _check_steps(prior, steps: int) -> None:
     """Refuse more steps than the prior was trained with, before any tracing."""
     train_steps = int(prior.scheduler.config.num_train_timesteps)
@@ -154,7 +91,7 @@ def _check_steps(prior, steps: int) -> None:
 
 def _example_inputs(prior, options: ExportOptions, context: torch.Tensor):
     """Representative tensors (any values work: shapes are what is traced)."""
-    spec = get_task(options.sampling.task)
+    spec = get_degradation(options.sampling.task)
     b = options.batch
     latent = prior.latent_shape(options.image_size, b)
     side = options.image_size // spec.scale
@@ -174,20 +111,18 @@ def _example_inputs(prior, options: ExportOptions, context: torch.Tensor):
     }
 
 
-def _shapes(names, tensors) -> dict:
-    return {n: list(t.shape) for n, t in zip(names, tensors)}
-
-
 def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
-                  on_stage: StageCallback | None = None) -> dict:
-    """Write a bundle to ``out`` (replacing an existing one atomically); returns the manifest.
+                  on_stage: StageCallback | None = None,
+                  log: Callable[[str], None] | None = None) -> Manifest:
+    """Write a bundle to ``out`` (replacing an existing one atomically); returns its manifest.
 
     Args:
         prior: the frozen :class:`~silo_rt.prior.LatentPrior`.
         operator, op_config: the frozen H_θ and its :class:`OperatorConfig`.
-        options: sampling settings, image size and batch.
+        options: sampling settings, image size, batch, weights, precision, checks.
         out: bundle folder to create.
-        on_stage: progress callback, ``(stage name, seconds)``.
+        on_stage: progress callback, ``(graph name, seconds)``.
+        log: lines of the TensorRT check.
     """
     sampling = options.sampling
     sampling.validate()
@@ -196,8 +131,6 @@ def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
     out = Path(out)
     check_export_target(out)
 
-    report = on_stage or (lambda stage, seconds: None)
-    cfg = sampling.cfg_scale > 1.0
     fingerprint = prior.fingerprint()  # of the trained prior, before any rounding
     if options.weights == "fp16":
         from .half_weights import round_module_to_fp16
@@ -208,112 +141,77 @@ def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
     with export_lock(out):
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:
-            manifest = _write_bundle(prior, operator, op_config, options, tmp, cfg, report,
-                                     fingerprint)
-            _publish_modes(tmp)
-            _replace_dir(tmp, out)
+            manifest = _write_bundle(prior, operator, op_config, options, tmp, fingerprint,
+                                     on_stage, log)
+            publish_modes(tmp)
+            replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return manifest
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
+def export_passes(prior, operator, options: ExportOptions) -> list[ExportPass]:
+    """The passes that write a bundle of ``options``, in order (see :mod:`.passes`)."""
+    sampling = options.sampling
+    step = GuidedStep(prior, operator, sampling.cfg_scale)
+    step_names = step_input_names(sampling.cfg_scale > 1.0)
+    encoder = MeasurementEncoder(prior, sampling.task, options.image_size)
+    decoder = LatentDecoder(prior)
+    unet_h = UNetOperatorGraph(step)
+    half = (half_precision_step(prior, operator, sampling.cfg_scale)
+            if options.precision == "fp16" else None)
+    return [
+        WriteGraph("vae_encoder", encoder, encoder.input_names, encoder.output_names),
+        WriteGraph("vae_decoder", decoder, decoder.input_names, decoder.output_names),
+        WriteGraph("unet_h", unet_h, unet_h.input_names, unet_h.output_names,
+                   skip=None if options.include_unet_h else "left out (--no-unet-h)"),
+        WriteGraph("step", step, step_names, STEP_OUTPUT_NAMES),
+        WriteGraph("step_fp16", half, step_names, STEP_OUTPUT_NAMES,
+                   skip=None if half is not None else "precision fp32"),
+        Fp16Weights(), OnnxCheck(), TensorRTCheck(),
+    ]
 
 
-def half_precision_step(prior, operator, arch: str, cfg_scale: float) -> GuidedStep:
+def _write_bundle(prior, operator, op_config, options: ExportOptions, folder: Path,
+                  fingerprint: str, on_stage, log) -> Manifest:
+    sampling = options.sampling
+    context = prior.encode_prompt(sampling.prompt, sampling.cfg_scale)
+    example = _example_inputs(prior, options, context)
+    draft = BundleDraft(folder, example, options.weights, options.check_tensorrt,
+                        on_stage or (lambda stage, seconds: None), log or (lambda line: None))
+    run_passes(draft, export_passes(prior, operator, options))
+    np.save(folder / "context.npy", example["context"].numpy().astype(np.float32))
+    schedule = from_scheduler(prior.scheduler, sampling.steps)
+    alphas = alphas_record(prior.scheduler) or {}  # lets the runtime change the step count
+    manifest = Manifest(
+        task=sampling.task, arch=op_config.arch, batch=options.batch,
+        image_size=options.image_size,
+        measurement_shape=list(example["measurement"].shape),
+        latent_shape=list(prior.latent_shape(options.image_size, options.batch)),
+        eta=sampling.resolved_eta, sigma_y=sampling.sigma_y, cfg_scale=sampling.cfg_scale,
+        prompt=sampling.prompt, init_noise_sigma=float(prior.scheduler.init_noise_sigma),
+        context=ContextSpec("context.npy", list(example["context"].shape)),
+        schedule=ScheduleRecord(**schedule.to_json(), **alphas),
+        graphs=draft.graphs,
+        files={p.relative_to(folder).as_posix(): sha256_file(p)
+               for p in [*draft.files, folder / "context.npy"]},
+        clamp_latent=get_degradation(sampling.task).clamp_latent,
+        weights=options.weights,
+        noise="silo_rt.noise.NoiseSource (numpy PCG64 streams spawned from the seed)",
+        prior={"name": prior.name, "fingerprint": fingerprint,
+               "random_weights": prior.is_random},
+        operator=json.loads(op_config.to_json()),
+        versions=package_versions(("silo-rt", "torch", "diffusers", "transformers", "onnx",
+                                   "onnxscript")),
+        export_passes=dict(draft.passes),
+    )
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def half_precision_step(prior, operator, cfg_scale: float) -> GuidedStep:
     """The guided step with fp16 copies of the UNet and operator (fp32 inputs, outputs and
     tail; see :mod:`silo_rt.step`). The VAE and text encoder are not copied."""
     half_prior = dataclasses.replace(prior, unet=copy.deepcopy(prior.unet).half())
-    return GuidedStep(half_prior, copy.deepcopy(operator).half(), arch, cfg_scale)
-
-
-def _timed(report, stage, fn):
-    start = time.perf_counter()
-    result = fn()
-    report(stage, time.perf_counter() - start)
-    return result
-
-
-def _write_bundle(prior, operator, op_config, options, folder: Path, cfg: bool, report,
-                  fingerprint: str):
-    sampling = options.sampling
-    context = prior.encode_prompt(sampling.prompt, sampling.cfg_scale)
-    ex = _example_inputs(prior, options, context)
-    step = GuidedStep(prior, operator, op_config.arch, sampling.cfg_scale)
-    graphs, files = {}, []
-
-    def add(name, module_or_step, input_names, output_names, inputs, outputs):
-        path = folder / f"{name}.onnx"
-        if isinstance(module_or_step, GuidedStep):
-            written = export_step(module_or_step, inputs, input_names, output_names, path)
-        else:
-            written = export_forward(module_or_step, inputs, path)
-        if options.weights == "fp16" and written == [path]:
-            store_exact_fp16_initializers(path)
-        check_graph(path)
-        files.extend(written)
-        graphs[name] = {"file": path.name, "inputs": _shapes(input_names, inputs),
-                        "outputs": _shapes(output_names, outputs)}
-
-    def graph_stage(name, module, names):
-        inputs = [ex[n] for n in names]
-        with torch.no_grad():
-            outputs = module(*inputs)
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        _timed(report, name, lambda: add(name, module, names, module.output_names, inputs,
-                                         outputs))
-
-    graph_stage("vae_encoder", VaeEncoderGraph(prior, sampling.task, options.image_size),
-                VaeEncoderGraph.input_names)
-    graph_stage("vae_decoder", VaeDecoderGraph(prior), VaeDecoderGraph.input_names)
-    if options.include_unet_h:
-        graph_stage("unet_h", UNetOperatorGraph(step), UNetOperatorGraph.input_names)
-    names = step_input_names(cfg)
-    step_inputs = [ex[n] for n in names]
-    # z_prev has z_t's shape and the loss is a scalar; no need to run the step for that.
-    step_outputs = (ex["z_t"], torch.zeros(()))
-    _timed(report, "step", lambda: add("step", step, names, STEP_OUTPUT_NAMES, step_inputs,
-                                       step_outputs))
-    if options.precision == "fp16":
-        half = half_precision_step(prior, operator, op_config.arch, sampling.cfg_scale)
-        _timed(report, "step_fp16", lambda: add("step_fp16", half, names, STEP_OUTPUT_NAMES,
-                                                step_inputs, step_outputs))
-
-    np.save(folder / "context.npy", ex["context"].numpy().astype(np.float32))
-    files.append(folder / "context.npy")
-    schedule = from_scheduler(prior.scheduler, sampling.steps).to_json()
-    schedule.update(alphas_record(prior.scheduler) or {})  # lets the runtime change steps
-    spec = get_task(sampling.task)
-    latent = list(prior.latent_shape(options.image_size, options.batch))
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "task": sampling.task, "arch": op_config.arch, "batch": options.batch,
-        "image_size": options.image_size,
-        "measurement_shape": list(ex["measurement"].shape), "latent_shape": latent,
-        "precision": "fp32",
-        "weights": options.weights,
-        "eta": sampling.resolved_eta, "sigma_y": sampling.sigma_y,
-        "clamp_latent": spec.clamp_latent, "cfg_scale": sampling.cfg_scale,
-        "prompt": sampling.prompt,
-        "init_noise_sigma": float(prior.scheduler.init_noise_sigma),
-        "context": {"file": "context.npy", "shape": list(ex["context"].shape)},
-        "schedule": schedule,
-        "noise": "silo_rt.noise.NoiseSource (numpy PCG64 streams spawned from the seed)",
-        "graphs": graphs,
-        "prior": {"name": prior.name, "fingerprint": fingerprint,
-                  "random_weights": prior.is_random},
-        "operator": json.loads(op_config.to_json()),
-        "versions": package_versions(("silo-rt", "torch", "diffusers", "transformers", "onnx",
-                                        "onnxscript")),
-        "files": {p.name: sha256_file(p) for p in files},
-    }
-    write_manifest(folder, manifest)
-    return manifest
+    return GuidedStep(half_prior, copy.deepcopy(operator).half(), cfg_scale)

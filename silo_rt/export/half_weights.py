@@ -34,15 +34,23 @@ def round_module_to_fp16(module: torch.nn.Module) -> torch.nn.Module:
     return rounded
 
 
-def store_exact_fp16_initializers(path: Path) -> tuple[int, int]:
-    """Rewrite the ONNX file at ``path`` in place (single-file graphs only, < 2 GB).
+def store_exact_fp16_initializers(path: Path,
+                                  external: bool = False) -> tuple[int, int, list[Path]]:
+    """Rewrite the ONNX file at ``path`` in place.
 
-    Returns ``(float32 initializers converted, bytes saved)``.
+    ``external``: the graph keeps its weights in external data files beside it (graphs over
+    1.5 GB); they are read, and the rewritten weights are saved again as one external file
+    ``<name>.data`` (the old data files are removed).
+
+    Returns ``(float32 initializers converted, bytes saved, the files that now make up the
+    graph: path first)``.
     """
     import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(path))
+    path = Path(path)
+    old_data = _external_files(path) if external else []
+    model = onnx.load(str(path), load_external_data=True)
     graph = model.graph
     kept, casts, converted, saved = [], [], 0, 0
     for init in graph.initializer:
@@ -61,11 +69,29 @@ def store_exact_fp16_initializers(path: Path) -> tuple[int, int]:
         converted += 1
         saved += values.nbytes - half.nbytes
     if not converted:
-        return 0, 0
+        return 0, 0, [path, *old_data]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(casts + nodes)
-    onnx.save(model, str(path))
-    return converted, saved
+    if not external:
+        onnx.save(model, str(path))
+        return converted, saved, [path]
+    for data in old_data:
+        data.unlink()
+    location = f"{path.name}.data"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0)
+    return converted, saved, [path, path.parent / location]
+
+
+def _external_files(path: Path) -> list[Path]:
+    """The external data files the graph at ``path`` refers to (relative to its folder)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    names = {ExternalDataInfo(t).location for t in model.graph.initializer
+             if uses_external_data(t)}
+    return sorted(path.parent / name for name in names)

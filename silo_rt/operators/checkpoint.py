@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from ..degradations import get_degradation
 from ..errors import SiloError
 from ..resize import DEFAULT_RESIZER, check_resizer, recorded_resizer
-from ..tasks import get_task
 from .readout import TIME_INPUTS
 
 METADATA_KEY = "silo_rt_operator"
@@ -92,7 +92,7 @@ class OperatorConfig:
             raise SiloError(f"operator config: arch must be cnn or readout, got {self.arch!r}")
         if not isinstance(self.task, str):
             raise SiloError(f"operator config: task must be a string, got {self.task!r}")
-        get_task(self.task)
+        get_degradation(self.task)
 
         def bounded(name, value, lo, hi):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -135,7 +135,7 @@ class OperatorConfig:
 
         if arch not in ARCHS:
             raise SiloError(f"unknown operator architecture {arch!r}; choose cnn or readout")
-        get_task(task)
+        get_degradation(task)
         image_size = image_size or prior.default_image_size
         first = prior.unet.config.block_out_channels[0]
         return cls(
@@ -265,7 +265,7 @@ def _authors_config(found, path: Path, prior, task: str | None, arch: str | None
     if task is None:
         raise SiloError(f"{path.name} is an authors' {found.arch} operator; its name does not "
                         "say its task: give --task")
-    get_task(task)
+    get_degradation(task)
     if prior is None:
         raise SiloError("loading an authors' operator needs the prior it runs with (--model)")
     if found.embedding_dim != prior.embedding_dim or \

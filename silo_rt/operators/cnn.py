@@ -23,11 +23,14 @@ class CnnOperator(nn.Module):
         embedding_dim: width of the σ_y embedding (the UNet's timestep embedding, 1280).
     """
 
+    uses_features = False
+    """It reads ẑ0 only, not the UNet's up-block features."""
+    uses_timestep = False
+
     def __init__(self, latent_channels: int, latent_size: int, embedding_dim: int):
         super().__init__()
         s, c = latent_size, latent_channels
         self.latent_size = s
-        self.uses_timestep = False
         self.sigma_map = nn.Sequential(nn.Linear(embedding_dim, 32), nn.LeakyReLU(),
                                        nn.Linear(32, s * s))
         widths = [c + 1, 17, 33, 65, 128]

@@ -61,13 +61,16 @@ class ReadoutOperator(nn.Module):
         time_input: ``unet`` or ``none`` (see :data:`TIME_INPUTS`).
     """
 
+    uses_features = True
+    """It reads the UNet's up-block features (a :class:`~.features.UpBlockFeatureTap`)."""
+
     def __init__(self, feature_channels: list[int], latent_channels: int, latent_size: int,
                  embedding_dim: int, hidden: int = 384, time_input: str = "unet"):
         super().__init__()
         if time_input not in TIME_INPUTS:
             raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
         self.latent_size = latent_size
-        self.uses_timestep = time_input == "unet"
+        self.uses_timestep = time_input == "unet"  # the paper's; the authors' files: none
         self.sigma_map = nn.Linear(embedding_dim, latent_size * latent_size)
         self.sigma_norm = nn.LayerNorm([1, latent_size, latent_size])
         self.blocks = nn.ModuleList(

@@ -3,7 +3,7 @@
 It must not import torch, diffusers, transformers or kornia (a test enforces this).
 """
 
-from .manifest import read_manifest
+from ..bundle_format import read_manifest
 from .restore import BundleRunner
 
 __all__ = ["BundleRunner", "read_manifest"]

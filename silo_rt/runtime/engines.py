@@ -21,14 +21,15 @@ with stand-in objects. Nothing here imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..bundle_format import Manifest, bundle_path, sha256_file, write_manifest
 from ..errors import SiloError
-from .manifest import bundle_path, sha256_file, write_manifest
 
 PRECISIONS = ("fp32", "fp16")
 VAE_GRAPHS = ("vae_encoder", "vae_decoder")
@@ -398,17 +399,19 @@ def check_onnx_with_tensorrt(onnx_path: Path, build: bool = True, fp32_nodes=fro
     return verdict(True, "ok", f"{done}, {network.num_layers} layers", flavor, version)
 
 
-def check_bundle_with_tensorrt(bundle: Path, manifest: dict, build: bool = True,
+def check_bundle_with_tensorrt(bundle: Path, graph_files: dict[str, str], build: bool = True,
                                log=lambda line: None) -> list[GraphVerdict]:
-    """:func:`check_onnx_with_tensorrt` for every graph of the bundle, one line each to ``log``.
+    """:func:`check_onnx_with_tensorrt` for every graph of the bundle (``graph_files``:
+    :attr:`Manifest.graph_files <silo_rt.bundle_format.Manifest.graph_files>`), one line each
+    to ``log``.
 
     ``step_fp16`` is also checked for an all-float32 tail (:func:`fp32_tail`).
     """
     import onnx
 
     verdicts = []
-    for name, graph in manifest["graphs"].items():
-        path = Path(bundle) / graph["file"]
+    for name, file in graph_files.items():
+        path = Path(bundle) / file
         tail = frozenset()
         if name == STEP_SOURCES["fp16"]:
             tail = frozenset(fp32_tail(onnx.load(str(path), load_external_data=False)))
@@ -474,13 +477,14 @@ class EngineBuildConfig:
         return "fp32" if graph in VAE_GRAPHS else self.precision
 
 
-def engine_sources(manifest: dict, precision: str) -> dict[str, str]:
-    """``{engine graph: bundle graph it is built from}`` for ``precision``.
+def engine_sources(graph_names, precision: str) -> dict[str, str]:
+    """``{engine graph: bundle graph it is built from}`` for ``precision``, given the names
+    of the bundle's graphs.
 
     fp16 needs the strongly typed ``step_fp16`` graph of an fp16 export.
     """
     source = STEP_SOURCES[precision]
-    if source not in manifest["graphs"]:
+    if source not in graph_names:
         raise SiloError(f"this bundle has no {source} graph, so it cannot give {precision} "
                         "TensorRT engines; re-export it with `--precision fp16` (or use "
                         "--precision fp32)")
@@ -513,9 +517,10 @@ def _compute_capability() -> tuple[int, int]:
     return props.major, props.minor
 
 
-def select_engines(manifest: dict, key: EngineKey) -> dict | None:
-    """The manifest's engine entry for ``key``, or None when none was built for it."""
-    return manifest.get("engines", {}).get(key.folder)
+def select_engines(engines: dict, key: EngineKey) -> dict | None:
+    """The engine entry for ``key`` in a manifest's ``engines``, or None when none was built
+    for it."""
+    return engines.get(key.folder)
 
 
 def check_plan_entry(entry: dict, key: EngineKey) -> None:
@@ -573,22 +578,22 @@ def build_plan(onnx_path: Path, plan_path: Path, config: EngineBuildConfig,
     return seconds
 
 
-def build_engines(bundle: Path, manifest: dict, config: EngineBuildConfig,
-                  log=lambda line: None) -> dict:
+def build_engines(bundle: Path, manifest: Manifest, config: EngineBuildConfig,
+                  log=lambda line: None) -> tuple[Manifest, dict]:
     """Build the bundle's engines for this machine and record them in the manifest.
 
-    Returns the new engine entry. The manifest is rewritten atomically.
+    Returns the updated manifest (rewritten atomically) and the new engine entry.
     """
     import onnx
 
-    sources = engine_sources(manifest, config.precision)
+    sources = engine_sources(manifest.graphs, config.precision)
     key = current_key(config.precision)
     folder = Path(bundle) / "engines" / key.folder
     folder.mkdir(parents=True, exist_ok=True)
     timing_cache = Path(bundle) / "engines" / f"timing-{key.flavor}-{key.version}.cache"
     plans = {}
     for graph, source in sources.items():
-        onnx_path = Path(bundle) / manifest["graphs"][source]["file"]
+        onnx_path = Path(bundle) / manifest.graphs[source].file
         tail = frozenset()
         if source == STEP_SOURCES["fp16"]:
             tail = frozenset(fp32_tail(onnx.load(str(onnx_path), load_external_data=False)))
@@ -602,8 +607,8 @@ def build_engines(bundle: Path, manifest: dict, config: EngineBuildConfig,
                         "build_s": seconds}
     entry = {"key": asdict(key), "config": asdict(config), "plans": plans,
              "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    manifest.setdefault("engines", {})[key.folder] = entry
+    manifest = dataclasses.replace(manifest, engines={**manifest.engines, key.folder: entry})
     write_manifest(Path(bundle), manifest)
-    return entry
+    return manifest, entry
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bundle_format import Manifest
 from ..errors import SiloError
 from .finite import check_losses
 
@@ -70,20 +71,21 @@ class OrtGraphs:
     """Sessions for a bundle's graphs.
 
     Args:
-        bundle: bundle folder (already verified with :func:`~.manifest.read_manifest`).
-        manifest: its manifest.
+        bundle: bundle folder (already verified with
+            :func:`~silo_rt.bundle_format.load_manifest`).
+        manifest: its :class:`~silo_rt.bundle_format.Manifest`.
         providers: ONNX Runtime execution providers, default :func:`default_providers`.
         threads: intra-op threads (None = ONNX Runtime's default, all cores).
         precision: ``fp32`` runs the ``step`` graph, ``fp16`` the bundle's ``step_fp16``.
     """
 
-    def __init__(self, bundle: Path, manifest: dict, providers: list[str] | None = None,
+    def __init__(self, bundle: Path, manifest: Manifest, providers: list[str] | None = None,
                  threads: int | None = None, precision: str = "fp32"):
         import onnxruntime as ort
 
         self.manifest = manifest
         self.step_graph = "step_fp16" if precision == "fp16" else "step"
-        if self.step_graph not in manifest["graphs"]:
+        if self.step_graph not in manifest.graphs:
             raise SiloError(f"bundle {Path(bundle).name} has no {precision} step graph; "
                             "export it again with --precision fp16")
         self.providers = providers or default_providers()
@@ -105,14 +107,14 @@ class OrtGraphs:
         import onnxruntime as ort
 
         if name not in self._sessions:
-            graph = self.manifest["graphs"].get(name)
+            graph = self.manifest.graphs.get(name)
             if graph is None:
                 raise SiloError(f"bundle has no {name} graph")
             try:
                 self._sessions[name] = ort.InferenceSession(
-                    str(self._bundle / graph["file"]), self._options, providers=self.providers)
+                    str(self._bundle / graph.file), self._options, providers=self.providers)
             except Exception as exc:  # onnxruntime raises its own exception types
-                raise SiloError(f"cannot load {graph['file']}: {str(exc).splitlines()[0]}") \
+                raise SiloError(f"cannot load {graph.file}: {str(exc).splitlines()[0]}") \
                     from None
             _release_freed_heap()
         return self._sessions[name]

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import consistency
+from ..bundle_format import MAX_ETA, MAX_STEPS, bundle_path, load_manifest
 from ..errors import SiloError
 from ..noise import NoiseSource
 from ..resize import recorded_resizer
-from .manifest import MAX_ETA, MAX_STEPS, bundle_path, load_manifest
 from .ort_backend import OrtGraphs, StepCallback
 
 BACKENDS = ("auto", "ort", "trt")
@@ -57,8 +56,7 @@ class BundleRunner:
         if backend not in BACKENDS:
             raise SiloError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
         self.path = Path(bundle)
-        self.spec = load_manifest(self.path, verify=verify)
-        self.manifest = self.spec.raw  # checked; the graph backends read it by key
+        self.manifest = load_manifest(self.path, verify=verify)
         if backend == "auto":
             backend = "trt" if tensorrt_available() else "ort"
         if backend == "trt":
@@ -75,7 +73,7 @@ class BundleRunner:
 
     def _load_context(self) -> np.ndarray:
         """The text embedding ``(B', L, D)`` float32, of the shape the manifest declares."""
-        spec = self.spec.context
+        spec = self.manifest.context
         path = bundle_path(self.path, spec.file, "context.file")
         try:
             context = np.load(path, allow_pickle=False)
@@ -88,17 +86,24 @@ class BundleRunner:
 
     @property
     def task(self) -> str:
-        return self.manifest["task"]
+        return self.manifest.task
 
     @property
     def resizer(self) -> str:
         """The SR measurement model the bundle's operator was trained against."""
-        return recorded_resizer(self.manifest.get("operator", {}))
+        return recorded_resizer(self.manifest.operator)
+
+    @property
+    def degradation(self):
+        """The bundle's task (:class:`~silo_rt.degradations.Degradation`), with its resizer."""
+        from ..degradations import get_degradation
+
+        return get_degradation(self.task, self.resizer)
 
     @property
     def steps(self) -> int:
         """The step count the bundle was exported with (the default)."""
-        return len(self.manifest["schedule"]["timesteps"])
+        return self.manifest.steps
 
     def schedule(self, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(timesteps, coefficients)`` for ``steps`` steps (default: the exported ones).
@@ -106,29 +111,29 @@ class BundleRunner:
         Other step counts are computed from the training ``alphas_cumprod`` the bundle
         stores (bundles without it run only their exported count).
         """
-        record = self.manifest["schedule"]
+        record = self.manifest.schedule
         if steps is not None and not 1 <= steps <= MAX_STEPS:
             raise SiloError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
         if steps is None or steps == self.steps:
-            return (np.asarray(record["timesteps"], np.int64),
-                    np.asarray(record["coefficients"], np.float32))
-        if "alphas_cumprod" not in record:
+            return (np.asarray(record.timesteps, np.int64),
+                    np.asarray(record.coefficients, np.float32))
+        if record.alphas_cumprod is None:
             raise SiloError(f"bundle {self.path} was exported for {self.steps} steps, not "
                             f"{steps}, and cannot change its schedule; export again with "
                             "--steps")
         from ..schedule import from_alphas
 
-        schedule = from_alphas(record["alphas_cumprod"], steps, record["steps_offset"])
+        schedule = from_alphas(record.alphas_cumprod, steps, record.steps_offset)
         return schedule.timesteps, schedule.coefficients
 
     def check_measurement(self, y: np.ndarray) -> None:
         """Raise :class:`SiloError` if ``y`` does not have the bundle's measurement shape."""
-        expected = tuple(self.manifest["measurement_shape"])
+        expected = tuple(self.manifest.measurement_shape)
         if tuple(y.shape) != expected:
             m = self.manifest
             raise SiloError(
-                f"bundle {self.path.name} is for {m['task']} measurements of "
-                f"{expected[-1]}x{expected[-2]} ({m['image_size']}px images, batch "
+                f"bundle {self.path.name} is for {m.task} measurements of "
+                f"{expected[-1]}x{expected[-2]} ({m.image_size}px images, batch "
                 f"{expected[0]}); got {y.shape[-1]}x{y.shape[-2]} (batch {y.shape[0]})")
 
     def restore(self, y: np.ndarray, seed: int = 0, eta: float | None = None,
@@ -138,24 +143,24 @@ class BundleRunner:
 
         ``eta``/``sigma_y``/``steps`` default to the values the bundle was exported with.
         ``keep_measured`` (``ip``, ``sr4``, ``sr8``): make the result agree exactly with ``y``
-        (:func:`~silo_rt.consistency.keep_measured`: ``ip`` copies the observed pixels, ``sr``
-        replaces the part the low-resolution image determines).
+        (:meth:`~silo_rt.degradations.Degradation.keep_measured`: ``ip`` copies the observed
+        pixels, ``sr`` replaces the part the low-resolution image determines).
         """
         if keep_measured:
-            consistency.check_keep_measured(self.task)
+            self.degradation.check_imposable()
         check_overrides(eta, sigma_y)
         self.check_measurement(y)
         m = self.manifest
         noise = NoiseSource(seed)
-        latent_shape = tuple(m["latent_shape"])
+        latent_shape = tuple(m.latent_shape)
         w = self.graphs.run("vae_encoder", measurement=y,
                             noise=noise.encoder_noise(latent_shape))[0]
-        z = noise.initial_latent(latent_shape) * np.float32(m["init_noise_sigma"])
+        z = noise.initial_latent(latent_shape) * np.float32(m.init_noise_sigma)
         timesteps, coefficients = self.schedule(steps)
         step_noise = noise.step_noise(len(timesteps), latent_shape)
-        cfg = m["cfg_scale"] if m["cfg_scale"] > 1.0 else None
+        cfg = m.cfg_scale if m.cfg_scale > 1.0 else None
         z0 = self.graphs.run_steps(z, w, self.context, timesteps, coefficients, step_noise,
-                                   m["eta"] if eta is None else eta,
-                                   m["sigma_y"] if sigma_y is None else sigma_y, cfg, callback)
+                                   m.eta if eta is None else eta,
+                                   m.sigma_y if sigma_y is None else sigma_y, cfg, callback)
         x = self.graphs.run("vae_decoder", z0=z0)[0]
-        return consistency.keep_measured(self.task, y, x, self.resizer) if keep_measured else x
+        return self.degradation.keep_measured(y, x) if keep_measured else x

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bundle_format import Manifest
 from ..errors import SiloError
 from .engines import (
     EngineBuildConfig,
@@ -199,16 +200,16 @@ class TrtGraphs:
         log: progress lines (engine builds).
     """
 
-    def __init__(self, bundle: Path, manifest: dict, precision: str = "fp16",
+    def __init__(self, bundle: Path, manifest: Manifest, precision: str = "fp16",
                  build_config: EngineBuildConfig | None = None, log=lambda line: None):
         trt, self.flavor = import_tensorrt()
         self._trt, self._cudart = trt, _cudart()
-        engine_sources(manifest, precision)  # refuse fp16 without step_fp16 before any build
+        engine_sources(manifest.graphs, precision)  # refuse fp16 without step_fp16 before any build
         key = current_key(precision)
-        entry = select_engines(manifest, key)
+        entry = select_engines(manifest.engines, key)
         if entry is None:
             log(f"no TensorRT engines for {key.describe()} in this bundle: building them")
-            entry = build_engines(bundle, manifest,
+            manifest, entry = build_engines(bundle, manifest,
                                   build_config or EngineBuildConfig(precision=precision), log)
         check_plan_entry(entry, key)
         paths = verify_engine_files(bundle, entry)

@@ -1,6 +1,8 @@
 """The bundle format, in one place: a folder of ONNX graphs plus ``manifest.json``.
 
-``manifest.json`` (format version 1)::
+Export writes it and the runtime reads it, both through this module (neither imports the
+other for it): :class:`Manifest` is the schema, :func:`write_manifest` the one writer,
+:func:`load_manifest` the one reader. ``manifest.json`` (format version 1)::
 
     format            "silo-rt-bundle"
     format_version    1
@@ -9,17 +11,21 @@
     image_size        pixel side H = W of the restoration (8 … 4096, a multiple of 8)
     measurement_shape [B, 3, h, w]  (h = H / scale for SR)
     latent_shape      [B, C, s, s]
-    precision         "fp32"
+    precision         "fp32" (the ``step`` graph's; ``step_fp16`` is the fp16 one)
+    weights           "fp32" or "fp16" (fp16-exact weights stored as fp16 where exact)
     eta, sigma_y, clamp_latent, cfg_scale, prompt
     init_noise_sigma  z_T multiplier (1.0 for DDPM)
     context           {"file": "context.npy", "shape": [...]}: the prompt's text embedding
     schedule          {"timesteps", "coefficient_names", "coefficients"[, "alphas_cumprod",
                       "steps_offset"]}
+    noise             how the random numbers are drawn (a description)
     graphs            {name: {"file", "inputs": {name: shape}, "outputs": {name: shape}}}
     prior, operator   identities (name, fingerprint; the operator's config)
     versions          packages that exported it
+    export_passes     optional {pass: "applied" | "skipped: why"} (what export did)
     files             {relative path: sha256} for every file in the bundle but the manifest
-    engines           optional TensorRT plans (:mod:`.engines`), each with its own sha256
+    engines           optional TensorRT plans (:mod:`silo_rt.runtime.engines`), each with
+                      its own sha256
 
 Nothing outside a bundle is trusted: :func:`read_manifest` checks every field's type and
 range before anything uses it, and every path the manifest names must be a plain relative
@@ -36,11 +42,11 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..errors import SiloError
-from ..tasks import TASKS
+from .degradations import get_degradation, task_names
+from .errors import SiloError
 
 FORMAT = "silo-rt-bundle"
 FORMAT_VERSION = 1
@@ -91,10 +97,20 @@ class ScheduleRecord:
     alphas_cumprod: list[float] | None = None
     steps_offset: int = 0
 
+    def to_json(self) -> dict:
+        record = asdict(self)
+        if self.alphas_cumprod is None:
+            del record["alphas_cumprod"], record["steps_offset"]
+        return record
+
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated ``manifest.json``; ``raw`` is the checked JSON object itself."""
+    """A bundle's ``manifest.json``, typed (see the module docstring for each field).
+
+    Built with keywords by export, by :func:`parse_manifest` from JSON (every field checked);
+    :meth:`to_json` is the one place the JSON object is made.
+    """
 
     task: str
     arch: str
@@ -111,7 +127,45 @@ class Manifest:
     schedule: ScheduleRecord
     graphs: dict[str, GraphSpec]
     files: dict[str, str]
-    raw: dict
+    clamp_latent: bool = False
+    weights: str = "fp32"
+    precision: str = "fp32"
+    noise: str = ""
+    prior: dict = field(default_factory=dict)
+    operator: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    export_passes: dict[str, str] = field(default_factory=dict)
+    engines: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def graph_files(self) -> dict[str, str]:
+        """``{graph name: its ONNX file, relative to the bundle}``."""
+        return {name: graph.file for name, graph in self.graphs.items()}
+
+    @property
+    def steps(self) -> int:
+        """The number of steps the schedule was exported with."""
+        return len(self.schedule.timesteps)
+
+    def to_json(self) -> dict:
+        """The JSON object :func:`write_manifest` writes (keys in the documented order)."""
+        data = {"format": FORMAT, "format_version": self.format_version}
+        for name in ("task", "arch", "batch", "image_size", "measurement_shape",
+                     "latent_shape", "precision", "weights", "eta", "sigma_y",
+                     "clamp_latent", "cfg_scale", "prompt", "init_noise_sigma"):
+            data[name] = getattr(self, name)
+        data["context"] = asdict(self.context)
+        data["schedule"] = self.schedule.to_json()
+        data["noise"] = self.noise
+        data["graphs"] = {name: asdict(graph) for name, graph in self.graphs.items()}
+        data.update(prior=self.prior, operator=self.operator, versions=self.versions)
+        if self.export_passes:
+            data["export_passes"] = self.export_passes
+        data["files"] = self.files
+        if self.engines:
+            data["engines"] = self.engines
+        return data
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -311,7 +365,7 @@ def _files(fields: _Fields, bundle: Path) -> dict[str, str]:
 def _check_shapes(fields: _Fields, task: str, batch: int, image_size: int) -> tuple:
     measurement = fields.shape("measurement_shape", rank=4)
     latent = fields.shape("latent_shape", rank=4, hi=MAX_LATENT_DIM)
-    side = image_size // TASKS[task].scale
+    side = image_size // get_degradation(task).scale
     if measurement != [batch, 3, side, side]:
         fields.fail("measurement_shape", f"must be {[batch, 3, side, side]} for a {task} "
                                          f"bundle of {image_size}px, batch {batch}; got "
@@ -335,17 +389,18 @@ def parse_manifest(data, bundle: Path, origin: str | None = None) -> Manifest:
     if not 1 <= version <= FORMAT_VERSION:
         raise SiloError(f"bundle {bundle} has format version {version}; this silo-rt reads "
                         f"up to {FORMAT_VERSION}: upgrade silo-rt")
-    task = m.choice("task", list(TASKS))
+    task = m.choice("task", list(task_names()))
     batch = m.int_in("batch", 1, MAX_BATCH)
     image_size = m.int_in("image_size", 8, MAX_IMAGE_SIZE)
     if image_size % 8:
         m.fail("image_size", f"must be a multiple of 8, got {image_size}")
-    if image_size % TASKS[task].scale:
+    if image_size % get_degradation(task).scale:
         m.fail("image_size", f"must be a multiple of {task}'s scale, got {image_size}")
     measurement, latent = _check_shapes(m, task, batch, image_size)
-    m.choice("precision", ["fp32"], required=False)
-    m.choice("weights", ["fp32", "fp16"], required=False)
-    m.get("clamp_latent", bool, required=False)
+    precision = m.choice("precision", ["fp32"], required=False, default="fp32")
+    weights = m.choice("weights", ["fp32", "fp16"], required=False, default="fp32")
+    clamp_latent = m.get("clamp_latent", bool, required=False,
+                         default=get_degradation(task).clamp_latent)
     files = _files(m, Path(bundle))
     graphs_table = m.sub("graphs")
     missing = [g for g in REQUIRED_GRAPHS if g not in graphs_table.data]
@@ -353,12 +408,13 @@ def parse_manifest(data, bundle: Path, origin: str | None = None) -> Manifest:
         raise SiloError(f"bundle {bundle} lacks graphs: {', '.join(missing)}")
     graphs = {name: _graph(graphs_table.sub(name)) for name in graphs_table.data}
     context = _context(m.sub("context"))
-    for field, name in [(f"graphs.{g}.file", spec.file) for g, spec in graphs.items()] + [
+    for where, name in [(f"graphs.{g}.file", spec.file) for g, spec in graphs.items()] + [
             ("context.file", context.file)]:
-        _check_listed(bundle, name, field, files, origin)
+        _check_listed(bundle, name, where, files, origin)
     _check_engines(m, bundle)
-    for key in ("prior", "operator", "versions"):
-        m.get(key, dict, required=False)
+    passes = m.get("export_passes", dict, required=False, default={})
+    if not all(isinstance(v, str) for v in passes.values()):
+        m.fail("export_passes", "must map each pass to a string")
     return Manifest(
         task=task, arch=m.choice("arch", ["cnn", "readout"]), batch=batch,
         image_size=image_size, measurement_shape=measurement, latent_shape=latent,
@@ -368,7 +424,13 @@ def parse_manifest(data, bundle: Path, origin: str | None = None) -> Manifest:
         prompt=m.get("prompt", str, required=False, default=""),
         init_noise_sigma=m.float_in("init_noise_sigma", 0.0, 1e4, lo_open=True),
         context=context, schedule=_schedule(m.sub("schedule")), graphs=graphs, files=files,
-        raw=data)
+        clamp_latent=clamp_latent, weights=weights, precision=precision,
+        noise=m.get("noise", str, required=False, default=""),
+        prior=m.get("prior", dict, required=False, default={}),
+        operator=m.get("operator", dict, required=False, default={}),
+        versions=m.get("versions", dict, required=False, default={}),
+        export_passes=passes, engines=m.get("engines", dict, required=False, default={}),
+        format_version=version)
 
 
 def _check_listed(bundle: Path, name: str, field: str, files: dict, origin: str) -> None:
@@ -435,19 +497,23 @@ def _no_constant(name: str):
 
 
 def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
-    """:func:`load_manifest`, returning the checked JSON object (what the backends take)."""
-    return load_manifest(bundle, verify).raw
+    """:func:`load_manifest`, returning the checked manifest as a JSON object."""
+    return load_manifest(bundle, verify).to_json()
 
 
-def write_manifest(folder: Path, manifest: dict) -> None:
+def write_manifest(folder: Path, manifest: Manifest | dict) -> None:
     """Check ``manifest`` as a reader would, then write ``folder/manifest.json`` atomically
-    (the one writer of the format)."""
+    (the one writer of the format). A dict is parsed into a :class:`Manifest` first."""
     folder = Path(folder)
-    parse_manifest(manifest, folder, f"manifest for {folder}")
+    origin = f"manifest for {folder}"
+    if isinstance(manifest, dict):
+        manifest = parse_manifest(manifest, folder, origin)
+    data = manifest.to_json()
+    parse_manifest(data, folder, origin)
     fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=1, allow_nan=False)
+            json.dump(data, f, indent=1, allow_nan=False)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, folder / MANIFEST)
     except BaseException:

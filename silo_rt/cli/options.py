@@ -1,0 +1,59 @@
+"""The option types, ranges, help texts and option decorators that several commands share.
+
+Numeric options are range-checked here, once (the ranges show in ``--help``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from ..degradations import DEFAULT_SIGMA_Y, all_degradations, task_names
+from ..resize import DEFAULT_RESIZER, RESIZERS
+
+TASK_HELP = "degradation: " + "; ".join(f"{t.name} = {t.description}"
+                                        for t in all_degradations())
+SIGMA_HELP = ("measurement noise std in the [-1, 1] image range (the paper's sigma_y = 0.01 "
+              f"for [0, 1] images is 0.02 here)  [default: {DEFAULT_SIGMA_Y}]")
+MODEL_HELP = ("latent diffusion prior: a local diffusers folder, a hub id (org/name), or a "
+              "built-in random-weight model for tests: tiny, small, sd15-random")
+
+MAX_SEED = 2**63 - 1
+MAX_SAMPLES = 64
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite (click's FloatRange lets NaN through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+SIGMA_Y = FiniteFloat(0.0, 1.0, max_open=True)
+ETA = FiniteFloat(0.0, 100.0)
+CFG = FiniteFloat(1.0, 50.0)
+SEED = click.IntRange(0, MAX_SEED)
+STEPS = click.IntRange(1, 1000)
+IMAGE_SIZE = click.IntRange(8, 4096)
+THREADS = click.IntRange(1, 1024)
+LEARNING_RATE = FiniteFloat(0.0, 1.0, min_open=True)
+
+pt_arch_option = click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
+                              help="architecture of a plain .pt operator")
+task_option = click.option("--task", required=True, type=click.Choice(list(task_names())),
+                           help=TASK_HELP)
+resizer_option = click.option(
+    "--resizer", type=click.Choice(list(RESIZERS)), default=DEFAULT_RESIZER, show_default=True,
+    help="SR measurement model: dps = DPS's antialiased cubic resizer with symmetric borders "
+         "(the paper's), torch-bicubic = F.interpolate(bicubic, antialias=True)")
+time_input_option = click.option(
+    "--time-input", type=click.Choice(["unet", "none"]), default=None,
+    help="what a readout operator's time projection receives: unet = the UNet's timestep "
+         "embedding (the paper), none = nothing (how the authors' code samples with their "
+         "released readout files)  [default: as the operator file records]")

@@ -1,0 +1,132 @@
+"""``silo-rt restore``: the command's options, gathered into a :class:`RestoreRequest`.
+
+What a request does is in :mod:`.restore_flow`; this module only declares the options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ..degradations import task_names
+from .group import cli
+from .options import (
+    CFG,
+    ETA,
+    MAX_SAMPLES,
+    MODEL_HELP,
+    SEED,
+    SIGMA_HELP,
+    SIGMA_Y,
+    STEPS,
+    TASK_HELP,
+    THREADS,
+    pt_arch_option,
+    time_input_option,
+)
+from .restore_flow import run_restore
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreRequest:
+    """One ``restore`` invocation: its options as click parsed and range-checked them.
+
+    The field names are the command's parameter names, so the command builds it from its
+    keywords; ``None`` means "not given" (each helper applies its documented default).
+    """
+
+    measurement: Path
+    bundle: Path | None
+    task: str | None
+    model: str | None
+    operator_path: Path | None
+    arch: str | None
+    time_input: str | None
+    backend: str
+    precision: str | None
+    threads: int | None
+    steps: int | None
+    eta: float | None
+    seed: int
+    prompt: str | None
+    cfg_scale: float | None
+    sigma_y: float | None
+    out: Path
+    compare_path: Path | None
+    reference: Path | None
+    keep_measured: bool
+    samples: int | None
+
+
+@cli.command()
+@click.argument("measurement", type=click.Path(path_type=Path))
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="exported bundle folder (runs without PyTorch)")
+@click.option("--task", type=click.Choice(list(task_names())), default=None,
+              help=TASK_HELP + " [default: the bundle's task; sr4 for the embedded demo; "
+                   "required with --model]")
+@click.option("--model", default=None, help=MODEL_HELP + " (torch backend)")
+@click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
+              help="trained operator (torch backend): .safetensors, an authors' released .pt, "
+                   "or a .pt state dict with --arch")
+@pt_arch_option
+@time_input_option
+@click.option("--backend", type=click.Choice(["auto", "torch", "torch-cuda", "ort", "trt"]),
+              default="auto", show_default=True,
+              help="torch = PyTorch reference on the CPU, torch-cuda = the same on a GPU with a "
+                   "CUDA graph (both need --model/--operator); ort = ONNX Runtime, trt = "
+                   "TensorRT with CUDA graphs (both run a --bundle); auto = with a bundle, "
+                   "TensorRT when usable, else ONNX Runtime; without one, torch")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default=None,
+              help="precision of a bundle's step: fp16 needs a bundle exported with "
+                   "--precision fp16  [default: fp16 with trt, fp32 with ort]")
+@click.option("--threads", type=THREADS, default=None,
+              help="CPU threads for ONNX Runtime [default: all cores]")
+@click.option("--steps", type=STEPS, default=None,
+              help="DDPM steps [default: the count a bundle was exported with; 999 or the "
+                   "operator makers' count with --model]")
+@click.option("--eta", type=ETA, default=None,
+              help="consistency scale [default: the bundle's, or 0.5 / 1.0 for ip]")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--prompt", default=None,
+              help="text condition (torch backend; a bundle embeds its prompt at export)  "
+                   "[default: empty, or the authors' prompt for their operators]")
+@click.option("--cfg", "cfg_scale", type=CFG, default=None,
+              help="classifier-free guidance scale, 1 = off (torch backend; a bundle embeds "
+                   "its scale at export)  [default: 1]")
+@click.option("--sigma-y", type=SIGMA_Y, default=None, help=SIGMA_HELP)
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="restored image to write (.png); for a folder or .txt list of "
+                   "measurements, the output folder (created if its parent exists)")
+@click.option("--compare", "compare_path", type=click.Path(path_type=Path), default=None,
+              help="also write a side-by-side picture: measurement, restoration (with "
+                   "--samples: their mean and the std map) and (with --reference) the ground "
+                   "truth, PSNR in the caption")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="ground-truth image: prints the restoration's PSNR and adds it to --compare")
+@click.option("--keep-measured", is_flag=True,
+              help="make the result agree exactly with the measurement (ip: copy the "
+                   "observed pixels; sr4/sr8: replace what the low-resolution image "
+                   "determines), keeping only the model's detail")
+@click.option("--samples", type=click.IntRange(1, MAX_SAMPLES), default=None,
+              help="draw K posterior samples (sample i seeded from --seed and i; a bundle): "
+                   "OUT is their mean, OUT-stem.sample1..K.png the samples and "
+                   "OUT-stem.std.png a heat map of the per-pixel std (scale bar in [-1, 1] "
+                   "units); prints their spread")
+def restore(**params):
+    """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).
+
+    From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed), with the PyTorch reference
+    (`--model` + `--operator`), or, given neither, with the embedded 64x64 demo model
+    (tasks sr4 and ip; no download, no PyTorch).
+
+    A folder (its .png/.jpg/.jpeg/.webp files) or a .txt list (one path a line, relative to
+    the list) is restored from a bundle into the folder OUT: OUT/<stem>.png per image, written
+    atomically, each image seeded from --seed and its file name, a JSON line per image in
+    OUT/restore-log.jsonl (seed, seconds, CPSNR, backend); a rerun skips what is done. Shard it
+    over processes or GPUs with `accelerate launch --multi_gpu --num_processes N -m silo_rt
+    restore DIR --out OUT ...`.
+    """
+    run_restore(RestoreRequest(**params))

@@ -1,0 +1,127 @@
+"""What runs a restoration: a bundle's runner, the PyTorch reference or the embedded demo,
+and the refusal of options that the chosen one would ignore."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ..degradations import DEFAULT_SIGMA_Y, get_degradation
+from ..errors import SiloError
+from .progress import step_progress
+
+if TYPE_CHECKING:
+    from .restore import RestoreRequest
+
+TORCH_BACKENDS = ("torch", "torch-cuda")
+
+
+def refuse_options(what: str, **given) -> None:
+    """Refuse options that do not apply to ``what``, naming them."""
+    ignored = [f"--{name.replace('_', '-')}" for name, value in given.items()
+               if value is not None]
+    if ignored:
+        raise SiloError(f"{', '.join(ignored)} cannot be used with {what}")
+
+
+def refuse_torch_options(**given) -> None:
+    """A bundle embeds its model, operator, prompt and guidance: refuse options it ignores."""
+    ignored = [f"--{name.replace('_', '-')}" for name, value in given.items()
+               if value is not None]
+    if ignored:
+        raise SiloError(f"{', '.join(ignored)} cannot be used with a bundle: a bundle embeds "
+                        "its model, operator, prompt and guidance at export (use "
+                        "--backend torch with --model/--operator, or export a new bundle)")
+
+
+def with_demo(request: RestoreRequest) -> RestoreRequest:
+    """``request`` with the embedded demo bundle for its task (options a bundle ignores
+    refused), announced on stderr."""
+    from ..demo import SD15_HINT, demo_bundle
+
+    bundle = demo_bundle(request.task)
+    refuse_torch_options(prompt=request.prompt, cfg=request.cfg_scale, arch=request.arch,
+                         time_input=request.time_input)
+    click.echo(f"using the embedded 64x64 demo model ({bundle.name}); {SD15_HINT}", err=True)
+    return replace(request, bundle=bundle)
+
+
+def open_runner(request: RestoreRequest):
+    """A :class:`BundleRunner` for the request's bundle, its task, step count and
+    --keep-measured checked."""
+    from ..runtime import BundleRunner
+
+    runner = BundleRunner(request.bundle, backend=request.backend, threads=request.threads,
+                          precision=request.precision,
+                          log=lambda line: click.echo(line, err=True))
+    if request.task is not None and request.task != runner.task:
+        raise SiloError(f"bundle {request.bundle} is for task {runner.task!r}, "
+                        f"not {request.task!r}")
+    if request.steps is not None:
+        runner.schedule(request.steps)  # refuse an impossible step count before starting
+    if request.keep_measured:
+        runner.degradation.check_imposable()
+    return runner
+
+
+def restore_with_bundle(request: RestoreRequest, *, y):
+    """Restore ``y`` from the request's bundle; returns ``(x, backend label)``."""
+    runner = open_runner(request)
+    runner.check_measurement(y)
+    click.echo(f"backend: {runner.label}", err=True)
+    total = request.steps or runner.steps
+    x = runner.restore(y, request.seed, request.eta, request.sigma_y, steps=request.steps,
+                       keep_measured=request.keep_measured,
+                       callback=step_progress(total, f"SILO {runner.task} [{runner.backend}]"))
+    return x, runner.label
+
+
+def restore_with_torch(request: RestoreRequest, *, y, cuda: bool):
+    """Restore ``y`` with the PyTorch reference (``--model`` + ``--operator``), on the GPU
+    with a CUDA graph if ``cuda``; returns ``(x, backend label)``."""
+    if request.keep_measured and request.task is not None:
+        get_degradation(request.task).check_imposable()
+    x, label, config = _sample_torch(request, y=y, cuda=cuda)
+    if request.keep_measured:
+        x = get_degradation(config.task, config.resizer).keep_measured(y, x)
+    return x, label
+
+
+def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
+    """The PyTorch reference path; returns ``(x, backend label, operator config)``."""
+    import torch
+
+    from ..operators import load_operator
+    from ..prior import load_prior
+    from ..sampler import SamplingOptions, image_size_for
+    from ..sampler import restore as silo_restore
+
+    task = request.task
+    prior = load_prior(request.model)
+    image_size = None if task is None else image_size_for(task, y)
+    operator, config = load_operator(request.operator_path, prior, task, request.arch,
+                                     image_size, request.time_input)
+    if task is None:  # the operator file said which task it imitates
+        task = config.task
+        if request.keep_measured:
+            get_degradation(task).check_imposable()
+        config.check_compatible(image_size=image_size_for(task, y),
+                                source=f"operator {Path(request.operator_path).name}")
+    recommended = config.recommended
+    steps = recommended.get("steps", 999) if request.steps is None else request.steps
+    prompt = recommended.get("prompt", "") if request.prompt is None else request.prompt
+    sigma_y = DEFAULT_SIGMA_Y if request.sigma_y is None else request.sigma_y
+    options = SamplingOptions(task, steps, request.eta, request.seed, prompt,
+                              request.cfg_scale or 1.0, sigma_y)
+    options.validate()
+    if cuda:
+        from ..torch_cuda import restore_cuda
+
+        return (restore_cuda(prior, operator, torch.from_numpy(y), options).numpy(),
+                "torch-cuda (CUDA graph)", config)
+    x = silo_restore(prior, operator, torch.from_numpy(y), options,
+                     callback=step_progress(options.steps, f"SILO {task} [torch]"))
+    return x.numpy(), "torch", config

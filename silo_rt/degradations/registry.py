@@ -1,0 +1,49 @@
+"""The one table of degradation tasks: name → factory. Each task module registers itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import SiloError
+from ..resize import DEFAULT_RESIZER
+
+_FACTORIES: dict[str, Callable] = {}
+
+
+def register(name: str):
+    """Class or factory decorator: ``@register("gb")``. A factory takes ``resizer=``."""
+    def add(factory):
+        if name in _FACTORIES:
+            raise ValueError(f"degradation {name!r} registered twice")
+        _FACTORIES[name] = factory
+        return factory
+    return add
+
+
+def task_names() -> tuple[str, ...]:
+    """Every registered task name, in registration order."""
+    return tuple(_FACTORIES)
+
+
+def get_degradation(name: str, resizer: str = DEFAULT_RESIZER):
+    """The :class:`~.base.Degradation` called ``name`` (``resizer``: the SR measurement model,
+    ignored by the other tasks), or a :class:`SiloError` naming the choices."""
+    try:
+        factory = _FACTORIES[name]
+    except (KeyError, TypeError):
+        raise SiloError(f"unknown task {name!r}; choose one of: {', '.join(_FACTORIES)}") \
+            from None
+    try:
+        return factory(resizer=resizer)
+    except TypeError:  # a class whose constructor takes no resizer
+        return factory()
+
+
+def all_degradations() -> list:
+    """One instance of every registered task (default resizer)."""
+    return [get_degradation(name) for name in _FACTORIES]
+
+
+def imposable_tasks() -> tuple[str, ...]:
+    """The tasks ``restore --keep-measured`` supports."""
+    return tuple(d.name for d in all_degradations() if d.imposable)
