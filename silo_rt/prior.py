@@ -146,23 +146,63 @@ def sd_scheduler():
                          steps_offset=1, prediction_type="epsilon")
 
 
-_RANDOM_CONFIGS = {
-    # name: (unet channels, layers/block, attention heads (diffusers' attention_head_dim),
-    #        cross dim,
-    #        vae channels, vae layers, vae norm groups, image size,
-    #        text (hidden, layers, heads, max length))
-    "tiny": ((32, 64), 1, 8, 32, (16, 32, 32, 32), 1, 8, 64, (32, 2, 4, 16)),
+@dataclass(frozen=True)
+class RandomPriorConfig:
+    """The architecture of a random-weight prior (diffusers' and transformers' names).
+
+    Attributes:
+        unet_channels: UNet ``block_out_channels``; the last level has no attention.
+        unet_layers: UNet ``layers_per_block``.
+        attention_head_dim: diffusers' ``attention_head_dim`` (the number of heads for SD).
+        cross_attention_dim: width of the text context the UNet attends to.
+        unet_norm_groups: GroupNorm groups of the UNet (32 as SD-1.5 unless narrower).
+        vae_channels, vae_layers, vae_norm_groups: the VAE's; it downsamples by
+            ``2 ** (len(vae_channels) - 1)``.
+        image_size: native image side in px.
+        text_hidden, text_layers, text_heads, text_max_length: the CLIP text encoder's.
+    """
+
+    unet_channels: tuple[int, ...]
+    unet_layers: int
+    attention_head_dim: int
+    cross_attention_dim: int
+    vae_channels: tuple[int, ...]
+    vae_layers: int
+    vae_norm_groups: int
+    image_size: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_max_length: int
+    unet_norm_groups: int = 32
+
+
+RANDOM_CONFIGS = {
+    "tiny": RandomPriorConfig(
+        unet_channels=(32, 64), unet_layers=1, attention_head_dim=8, cross_attention_dim=32,
+        unet_norm_groups=8, vae_channels=(16, 32, 32, 32), vae_layers=1, vae_norm_groups=8,
+        image_size=64, text_hidden=32, text_layers=2, text_heads=4, text_max_length=16),
     # small: SD-1.5's blocks, narrower. Two heads keep head sizes (32-128) near SD-1.5's
     # (40-160); eight 8-wide heads would let attention maps dominate the step far more than
     # they do in SD-1.5.
-    "small": ((64, 128, 256, 256), 2, 2, 256, (32, 64, 128, 128), 2, 16, 256, (256, 2, 4, 77)),
-    "sd15-random": ((320, 640, 1280, 1280), 2, 8, 768, (128, 256, 512, 512), 2, 32, 512,
-                    (768, 12, 12, 77)),
+    "small": RandomPriorConfig(
+        unet_channels=(64, 128, 256, 256), unet_layers=2, attention_head_dim=2,
+        cross_attention_dim=256, vae_channels=(32, 64, 128, 128), vae_layers=2,
+        vae_norm_groups=16, image_size=256, text_hidden=256, text_layers=2, text_heads=4,
+        text_max_length=77),
+    "sd15-random": RandomPriorConfig(
+        unet_channels=(320, 640, 1280, 1280), unet_layers=2, attention_head_dim=8,
+        cross_attention_dim=768, vae_channels=(128, 256, 512, 512), vae_layers=2,
+        vae_norm_groups=32, image_size=512, text_hidden=768, text_layers=12, text_heads=12,
+        text_max_length=77),
     # demo: the architecture of the embedded demo prior (trained by `silo-rt train-prior`):
     # 64×64 images, a VAE that downsamples 4× (16×16×4 latents), a 1.5M-parameter UNet.
-    "demo": ((32, 64, 64), 1, 2, 32, (32, 64, 64), 1, 16, 64, (32, 2, 4, 16)),
+    "demo": RandomPriorConfig(
+        unet_channels=(32, 64, 64), unet_layers=1, attention_head_dim=2,
+        cross_attention_dim=32, unet_norm_groups=16, vae_channels=(32, 64, 64), vae_layers=1,
+        vae_norm_groups=16, image_size=64, text_hidden=32, text_layers=2, text_heads=4,
+        text_max_length=16),
 }
-_UNET_NORM_GROUPS = {"tiny": 8, "demo": 16}  # others: 32, as SD-1.5
 
 
 def build_random_prior(name: str) -> LatentPrior:
@@ -174,30 +214,31 @@ def build_random_prior(name: str) -> LatentPrior:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    (unet_ch, unet_layers, head_dim, cross_dim, vae_ch, vae_layers, groups, image_size,
-     (hidden, text_layers, heads, max_len)) = _RANDOM_CONFIGS[name]
-    levels = len(unet_ch)
+    c = RANDOM_CONFIGS[name]
+    levels = len(c.unet_channels)
     down = ["CrossAttnDownBlock2D"] * (levels - 1) + ["DownBlock2D"]
     up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (levels - 1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         unet = UNet2DConditionModel(
-            sample_size=image_size // 2 ** (len(vae_ch) - 1), in_channels=4, out_channels=4,
-            block_out_channels=unet_ch, layers_per_block=unet_layers,
+            sample_size=c.image_size // 2 ** (len(c.vae_channels) - 1), in_channels=4,
+            out_channels=4, block_out_channels=c.unet_channels, layers_per_block=c.unet_layers,
             down_block_types=tuple(down), up_block_types=tuple(up),
-            cross_attention_dim=cross_dim, attention_head_dim=head_dim,
-            norm_num_groups=_UNET_NORM_GROUPS.get(name, 32))
+            cross_attention_dim=c.cross_attention_dim, attention_head_dim=c.attention_head_dim,
+            norm_num_groups=c.unet_norm_groups)
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, sample_size=image_size,
-            block_out_channels=vae_ch, layers_per_block=vae_layers, norm_num_groups=groups,
-            down_block_types=("DownEncoderBlock2D",) * len(vae_ch),
-            up_block_types=("UpDecoderBlock2D",) * len(vae_ch))
+            in_channels=3, out_channels=3, latent_channels=4, sample_size=c.image_size,
+            block_out_channels=c.vae_channels, layers_per_block=c.vae_layers,
+            norm_num_groups=c.vae_norm_groups,
+            down_block_types=("DownEncoderBlock2D",) * len(c.vae_channels),
+            up_block_types=("UpDecoderBlock2D",) * len(c.vae_channels))
         text_encoder = CLIPTextModel(CLIPTextConfig(
-            hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=heads,
-            num_hidden_layers=text_layers, vocab_size=49408 if name == "sd15-random" else 514,
-            max_position_embeddings=max_len, projection_dim=hidden,
+            hidden_size=c.text_hidden, intermediate_size=4 * c.text_hidden,
+            num_attention_heads=c.text_heads, num_hidden_layers=c.text_layers,
+            vocab_size=49408 if name == "sd15-random" else 514,
+            max_position_embeddings=c.text_max_length, projection_dim=c.text_hidden,
             bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    return LatentPrior(name, unet, vae, text_encoder, _byte_level_tokenizer(max_len),
+    return LatentPrior(name, unet, vae, text_encoder, _byte_level_tokenizer(c.text_max_length),
                        sd_scheduler()).freeze()
 
 

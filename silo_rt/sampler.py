@@ -7,21 +7,18 @@ space (:class:`~silo_rt.step.GuidedStep`), and decodes once. Every random number
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .backends import StepCallback
 from .degradations import DEFAULT_SIGMA_Y, get_degradation
 from .errors import SiloError
 from .latents import MeasurementEncoder, decode_latent
 from .noise import NoiseSource
 from .schedule import Schedule, from_scheduler
 from .step import GuidedStep
-
-StepCallback = Callable[[int, int, torch.Tensor, float], None]
-"""``callback(step_index, timestep, z_{t-1}, loss)``, called after each step."""
 
 
 @dataclass

@@ -9,6 +9,18 @@ from PIL import Image
 
 torch.set_num_threads(2)
 
+TOLERANCES = {
+    # What "equal" means in these tests, by the arithmetic of the comparison (as kornia's
+    # _DTYPE_PRECISIONS). Use ``**TOLERANCES[...]`` instead of literals.
+    "float64": {"rtol": 1e-10, "atol": 1e-10},  # closed forms, adjoints, in float64
+    "float64-matrix": {"rtol": 0, "atol": 1e-12},  # two float64 formulas of one matrix
+    "float32": {"rtol": 1e-5, "atol": 1e-5},  # a float32 computation against float64/numpy
+    "float32-pixels": {"rtol": 0, "atol": 1e-6},  # float32 images through numpy and torch
+}
+END_TO_END_RELATIVE = 1e-3
+"""Relative L2 difference allowed between two float32 restorations of hundreds of steps
+(ONNX Runtime / CUDA vs the PyTorch reference): rounding, amplified by the sampler."""
+
 
 @pytest.fixture(scope="session")
 def tiny_prior():

@@ -235,8 +235,31 @@ def test_scaling_refuses_unknown_backends():
     from silo_rt.bench.scaling import ScalingConfig, run_scaling
     from silo_rt.errors import SiloError
 
-    with pytest.raises(SiloError, match="scaling runs backends"):
+    with pytest.raises(SiloError, match=r"unknown backend\(s\) \['trt-fp16'\]; choose from "
+                                        "torch, torch-compile, ort"):
         run_scaling(ScalingConfig(model="tiny", backends=("trt-fp16",)))
+
+
+def test_one_registry_of_backend_names():
+    """The CLI, the bundle runner and the bench take their backend names from one table."""
+    import click
+
+    from silo_rt.backends import BACKENDS, RESTORE_CHOICES, check_backends, names
+    from silo_rt.bench.runner import BenchConfig
+    from silo_rt.cli import cli
+    from silo_rt.errors import SiloError
+    from silo_rt.runtime import BundleRunner
+
+    restore_backend = next(p for p in cli.commands["restore"].params if p.name == "backend")
+    assert isinstance(restore_backend.type, click.Choice)
+    assert tuple(restore_backend.type.choices) == RESTORE_CHOICES
+    assert RESTORE_CHOICES == ("auto", "torch", "torch-cuda", "ort", "trt")
+    assert set(names("bench")) <= set(BACKENDS) and "trt" not in names("bench")
+    with pytest.raises(SiloError, match="unknown backend"):
+        BenchConfig(backends=("onnx",)).validate()
+    with pytest.raises(SiloError, match="unknown backend 'torch'; a bundle runs with auto"):
+        BundleRunner("unused", backend="torch")
+    assert check_backends(["ort", "torch"], "bench") == ("ort", "torch")
 
 
 def test_int_lists_of_the_scaling_options():

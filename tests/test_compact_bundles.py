@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import END_TO_END_RELATIVE
 from onnx import TensorProto, helper, numpy_helper
 
 from silo_rt.export import ExportOptions, export_bundle
@@ -126,7 +127,7 @@ def test_fp16_bundle_matches_reference_with_rounded_weights(fp16_bundle, tiny_pr
                        options).numpy()
     got = BundleRunner(out, threads=2).restore(y.numpy(), seed=5)
     err = np.linalg.norm(got - expected) / np.linalg.norm(expected)
-    assert err < 1e-3
+    assert err < END_TO_END_RELATIVE
     unrounded = restore(tiny_prior, operator, y, options).numpy()
     # Rounding is a real (small) change: the bundle follows the rounded reference more
     # closely than the unrounded one.

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from cli_run import run
+from conftest import TOLERANCES
 from PIL import Image
 
 from silo_rt.cli import main
@@ -178,7 +179,8 @@ def test_numpy_consistency_matches_the_torch_measurement():
     for task in ("ip", "sr4", "sr8"):
         for resizer in ("dps", "torch-bicubic"):
             np.testing.assert_allclose(measure(task, x, resizer),
-                                       make_measurement(x, task, 0.0, 0, resizer), atol=1e-6)
+                                       make_measurement(x, task, 0.0, 0, resizer),
+                                                        **TOLERANCES["float32-pixels"])
 
 
 def _assert_error(result, fragment, *absent):

@@ -4,6 +4,7 @@ new task is checked by adding it (see silo_rt/degradations/__init__.py)."""
 import numpy as np
 import pytest
 import torch
+from conftest import TOLERANCES
 
 from silo_rt.degradations import (
     Degradation,
@@ -54,10 +55,10 @@ def test_linear_tasks_are_linear_and_their_transpose_is_the_adjoint(task):
     d = get_degradation(task)
     x1, x2, x3 = (torch.from_numpy(a) for a in _images(1, 3))
     torch.testing.assert_close(d(2.0 * x1 - 0.5 * x2), 2.0 * d(x1) - 0.5 * d(x2),
-                               rtol=1e-10, atol=1e-10)
+                               **TOLERANCES["float64"])
     y = d(x3)  # any measurement-shaped tensor
     torch.testing.assert_close((d(x1) * y).sum(), (x1 * d.transpose(y, SIZE)).sum(),
-                               rtol=1e-10, atol=1e-10)
+                               **TOLERANCES["float64"])
 
 
 @pytest.mark.parametrize("task", IMPOSABLE)

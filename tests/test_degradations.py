@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import TOLERANCES
 from PIL import Image
 
 from silo_rt.degradations import add_noise, box_mask, gaussian_kernel, get_degradation
@@ -43,9 +44,9 @@ def test_super_resolution_matches_pillow_bicubic(factor, image_array):
     y = sr(torch.from_numpy(image_array))[0].numpy()
     expected = _pil_resize(image_array[0], 64 // factor)
     assert y.shape == (3, 64 // factor, 64 // factor)
-    np.testing.assert_allclose(y, expected, atol=1e-5)
+    np.testing.assert_allclose(y, expected, **TOLERANCES["float32"])
     up = sr.encoder_input(torch.from_numpy(expected[None]), 64)[0].numpy()
-    np.testing.assert_allclose(up, _pil_resize(expected, 64), atol=1e-5)
+    np.testing.assert_allclose(up, _pil_resize(expected, 64), **TOLERANCES["float32"])
 
 
 @pytest.mark.parametrize("size", [64, 512])
@@ -84,7 +85,7 @@ def test_transpose_is_the_adjoint(task):
     y = torch.randn(a(x).shape, generator=g, dtype=torch.float64)
     lhs = (a(x) * y).sum()
     rhs = (x * a.transpose(y, 64)).sum()
-    torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(lhs, rhs, **TOLERANCES["float64"])
 
 
 def test_jpeg_has_no_transpose():

@@ -14,6 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import END_TO_END_RELATIVE
 
 from silo_rt.bundle_format import load_manifest
 from silo_rt.degradations import get_degradation
@@ -187,7 +188,7 @@ def test_end_to_end_parity_with_the_reference(exported, tiny_prior):
                   options).numpy()
     error = rel(ours, ref)
     print(f"end-to-end relative difference {exported['arch']}/{exported['task']}: {error:.2e}")
-    assert error < 1e-3
+    assert error < END_TO_END_RELATIVE
 
 
 def test_keep_measured_imposes_the_measurement(exported):

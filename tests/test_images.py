@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import TOLERANCES
 
 from silo_rt.images import psnr, read_image, write_image
 
@@ -28,4 +29,5 @@ def test_png_roundtrip_is_8_bit_exact(tmp_path):
     levels = (np.arange(256, dtype=np.float32) / 127.5 - 1).reshape(1, 1, 16, 16)
     image = np.repeat(levels, 3, axis=1)
     write_image(tmp_path / "g.png", image)
-    np.testing.assert_allclose(read_image(tmp_path / "g.png"), image, atol=1e-6)
+    np.testing.assert_allclose(read_image(tmp_path / "g.png"), image,
+                               **TOLERANCES["float32-pixels"])

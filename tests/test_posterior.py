@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from cli_run import run
+from conftest import TOLERANCES
 from PIL import Image
 
 from silo_rt.images import read_image, to_uint8
@@ -46,8 +47,9 @@ def test_summarise_is_numpys_mean_and_channel_averaged_std():
     samples = np.random.default_rng(0).uniform(-1, 1, (5, 2, 3, 8, 8)).astype(np.float32)
     mean, std = summarise(samples)
     assert mean.shape == (2, 3, 8, 8) and std.shape == (2, 8, 8)
-    np.testing.assert_allclose(mean, samples.mean(axis=0), atol=1e-6)
-    np.testing.assert_allclose(std, samples.std(axis=0).mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(mean, samples.mean(axis=0), **TOLERANCES["float32-pixels"])
+    np.testing.assert_allclose(std, samples.std(axis=0).mean(axis=1),
+                               **TOLERANCES["float32-pixels"])
     assert not summarise(samples[:1])[1].any()  # one sample: no spread
 
 

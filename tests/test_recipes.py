@@ -1,9 +1,9 @@
 """`silo-rt export --recipe FILE`: the recipes in export/ and flags overriding them."""
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from cli_run import run
 
 from silo_rt.bundle_format import load_manifest

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TOLERANCES
 
 from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
@@ -60,10 +61,10 @@ def test_dps_matrix_is_a_symmetric_padded_strided_convolution(factor, size):
     r = dps_resize_matrix(size, size // factor)
     assert r.shape == (size // factor, size)
     np.testing.assert_allclose(r @ image @ r.T, _dps_by_convolution(image, factor),
-                               rtol=0, atol=1e-5)
+                               rtol=0, atol=TOLERANCES["float32"]["atol"])
     # and exactly (the same sums in another order), not just to 1e-5
     np.testing.assert_allclose(r @ image @ r.T, _dps_by_convolution(image, factor),
-                               rtol=0, atol=1e-12)
+                               **TOLERANCES["float64-matrix"])
 
 
 def test_dps_border_rows_fold_the_kernel_back_symmetrically():
@@ -86,7 +87,8 @@ def test_rows_sum_to_one_and_interiors_agree(factor, size):
     np.testing.assert_allclose(torch_bicubic.sum(axis=1), 1.0, atol=1e-12)
     out = size // factor
     # rows at least 3 samples from each border: same taps, same weights
-    np.testing.assert_allclose(dps[3:out - 3], torch_bicubic[3:out - 3], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dps[3:out - 3], torch_bicubic[3:out - 3],
+                               **TOLERANCES["float64-matrix"])
     # ... and they do differ at the borders (symmetric folding vs truncation)
     assert np.abs(dps[0] - torch_bicubic[0]).max() > 1e-3
     assert np.abs(dps[-1] - torch_bicubic[-1]).max() > 1e-3
@@ -119,7 +121,7 @@ def test_sr_degradations_are_the_named_matrices(task, factor):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(factor))
     r = torch.from_numpy(dps_resize_matrix(64, 64 // factor).copy()).float()
     dps = get_degradation(task, "dps")
-    torch.testing.assert_close(dps(x), r @ x @ r.T, rtol=0, atol=1e-6)
+    torch.testing.assert_close(dps(x), r @ x @ r.T, **TOLERANCES["float32-pixels"])
     torch.testing.assert_close(get_degradation(task)(x), dps(x), rtol=0, atol=0)  # default
     expected = F.interpolate(x, size=(64 // factor,) * 2, mode="bicubic", antialias=True,
                              align_corners=False)

@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import TOLERANCES
 
 from silo_rt.degradations import add_noise, get_degradation
 from silo_rt.errors import SiloError
@@ -105,7 +106,7 @@ def test_step_update_formula(tiny_prior, arch):
     ref_loss, (z0, _) = step.measurement_loss(z_req, timestep, c, w, context, sigma_y)
     (grad,) = torch.autograd.grad(ref_loss, z_req)
     expected = c[2] * z0 + c[3] * z + c[4] * n - 0.7 * grad.clamp(-1, 1)
-    torch.testing.assert_close(z_prev, expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z_prev, expected.detach(), **TOLERANCES["float32"])
     torch.testing.assert_close(loss, ref_loss.detach())
     assert float(loss) == pytest.approx(float(torch.linalg.norm(w - step.operator(
         z0.detach(), tiny_prior.sigma_embedding(sigma_y),

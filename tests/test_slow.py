@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import END_TO_END_RELATIVE
 
 from silo_rt.degradations import get_degradation, task_names
 from silo_rt.export import ExportOptions, export_bundle
@@ -31,7 +32,7 @@ def test_every_task_and_operator_matches_the_reference(tiny_prior, tmp_path, tas
     ref = restore(tiny_prior, operator, torch.from_numpy(y), options).numpy()
     error = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
     print(f"\n{arch}/{task}: end-to-end relative difference {error:.2e}")
-    assert error < 1e-3
+    assert error < END_TO_END_RELATIVE
 
 
 def test_sd15_random_exports_and_steps_in_onnx_runtime(tmp_path):

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import TOLERANCES
 from onnx import TensorProto, helper, numpy_helper
 
 from silo_rt.bundle_format import load_manifest
@@ -148,7 +149,7 @@ def test_cleaning_an_old_graph_keeps_its_result_and_satisfies_the_parser(tmp_pat
     x = np.random.default_rng(1).standard_normal((1, 3, 4, 4)).astype(np.float32)
     before = ort.InferenceSession(old.SerializeToString()).run(None, {"x": x})[0]
     after = ort.InferenceSession(new.SerializeToString()).run(None, {"x": x})[0]
-    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(after, before, **TOLERANCES["float32"])
     # and the upsampling is what PyTorch computes
     torch_up = torch.nn.functional.interpolate(torch.from_numpy(x), size=(16, 16),
                                                mode="bicubic", antialias=True)
@@ -158,7 +159,7 @@ def test_cleaning_an_old_graph_keeps_its_result_and_satisfies_the_parser(tmp_pat
                                                          [1, 3, 16, 16])],
                           [old.graph.initializer[0]]),
         opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()).run(None, {"x": x})[0]
-    np.testing.assert_allclose(up, torch_up.numpy(), atol=1e-5)
+    np.testing.assert_allclose(up, torch_up.numpy(), **TOLERANCES["float32"])
     for model, name in ((old, "old.onnx"), (new, "new.onnx")):
         onnx.save(model, str(tmp_path / name))
     assert check_onnx_with_tensorrt(tmp_path / "old.onnx", build=False).ok is False

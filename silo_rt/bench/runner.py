@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends import GPU_BACKENDS, check_backends
 from ..degradations import get_degradation
 from ..errors import SiloError
 from ..provenance import package_versions
@@ -24,10 +25,6 @@ from .timing import (
     time_calls,
 )
 
-BACKENDS = ("torch", "ort", "torch-compile", "torch-cuda", "torch-cuda-graph",
-            "torch-compile-cuda-graph", "trt-fp32", "trt-fp16")
-GPU_BACKENDS = ("torch-cuda", "torch-cuda-graph", "torch-compile-cuda-graph", "trt-fp32",
-                "trt-fp16")
 BASELINE_METHODS = ("ldps", "gml-dps", "psld")
 
 
@@ -55,10 +52,7 @@ class BenchConfig:
 
     def validate(self) -> None:
         get_degradation(self.task)
-        unknown = set(self.backends) - set(BACKENDS)
-        if unknown or not self.backends:
-            raise SiloError(f"unknown backend(s) {sorted(unknown)}; choose from "
-                            f"{', '.join(BACKENDS)}")
+        check_backends(self.backends, "bench")
         unknown = set(self.baselines) - set(BASELINE_METHODS)
         if unknown:
             raise SiloError(f"unknown baseline(s) {sorted(unknown)}; choose from "

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "silo-rt-bench-scaling/1"
-SCALING_BACKENDS = ("torch", "ort", "torch-compile")
 
 
 def memory_mib() -> dict:
@@ -93,14 +92,12 @@ class ScalingConfig:
     log: object = field(default=None, repr=False)
 
     def validate(self) -> None:
+        from ..backends import check_backends
         from ..degradations import get_degradation
         from ..errors import SiloError
 
         get_degradation(self.task)
-        unknown = set(self.backends) - set(SCALING_BACKENDS)
-        if unknown or not self.backends:
-            raise SiloError(f"scaling runs backends {', '.join(SCALING_BACKENDS)}; not "
-                            f"{sorted(unknown)}")
+        check_backends(self.backends, "scaling")
         if not self.sizes or not self.batches:
             raise SiloError("--sizes and --batches need at least one value each")
         if min(self.batches) < 1 or min(self.reps, self.threads, self.steps) < 1:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..backends import BACKENDS
 from ..errors import SiloError
 from .group import cli
 from .options import IMAGE_SIZE, MODEL_HELP, STEPS, THREADS, task_option
@@ -23,11 +24,9 @@ from .options import IMAGE_SIZE, MODEL_HELP, STEPS, THREADS, task_option
 @click.option("--size", type=IMAGE_SIZE, default=None,
               help="image side in px [default: the prior's native size]")
 @click.option("--backends", default="torch,ort", show_default=True,
-              help="comma-separated backends to run side by side in this process: torch "
-                   "(PyTorch eager reference), ort (ONNX Runtime on an exported bundle), "
-                   "torch-compile (the same step compiled by Inductor; compiling takes "
-                   "minutes); on NVIDIA GPUs also torch-cuda, torch-cuda-graph, "
-                   "torch-compile-cuda-graph, trt-fp16, trt-fp32")
+              help="comma-separated backends to run side by side in this process: "
+                   + "; ".join(f"{b.name} = {b.help}{' (GPU)' if b.gpu else ''}"
+                               for b in BACKENDS.values() if b.bench))
 @click.option("--steps", type=STEPS, default=20, show_default=True,
               help="steps of the end-to-end restoration that is timed")
 @click.option("--reps", type=click.IntRange(1, 100_000), default=10, show_default=True,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ..backends import AUTO, RESTORE_CHOICES
 from ..degradations import task_names
 from .group import cli
 from .options import (
@@ -73,8 +74,7 @@ class RestoreRequest:
                    "or a .pt state dict with --arch")
 @pt_arch_option
 @time_input_option
-@click.option("--backend", type=click.Choice(["auto", "torch", "torch-cuda", "ort", "trt"]),
-              default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(RESTORE_CHOICES), default=AUTO, show_default=True,
               help="torch = PyTorch reference on the CPU, torch-cuda = the same on a GPU with a "
                    "CUDA graph (both need --model/--operator); ort = ONNX Runtime, trt = "
                    "TensorRT with CUDA graphs (both run a --bundle); auto = with a bundle, "

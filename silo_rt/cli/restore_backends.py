@@ -16,7 +16,6 @@ from .progress import step_progress
 if TYPE_CHECKING:
     from .restore import RestoreRequest
 
-TORCH_BACKENDS = ("torch", "torch-cuda")
 
 
 def refuse_options(what: str, **given) -> None:

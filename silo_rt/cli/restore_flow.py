@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..backends import BUNDLE_BACKENDS, REFERENCE_BACKENDS
 from ..errors import SiloError
 from .restore_backends import (
-    TORCH_BACKENDS,
     refuse_torch_options,
     restore_with_bundle,
     restore_with_torch,
@@ -72,10 +72,10 @@ def choose_backend(request: RestoreRequest) -> str:
     backend = request.backend
     if backend == "auto" and request.bundle is None:
         backend = "torch"
-    if backend in ("ort", "trt") and request.bundle is None:
+    if backend in BUNDLE_BACKENDS and request.bundle is None:
         raise SiloError(f"the {backend} backend runs a bundle: give --bundle "
                         "(see `silo-rt export`)")
-    if backend in TORCH_BACKENDS and (request.model is None or request.operator_path is None):
+    if backend in REFERENCE_BACKENDS and (request.model is None or request.operator_path is None):
         raise SiloError(f"the {backend} backend needs --model and --operator")
     return backend
 
@@ -87,7 +87,7 @@ def _restore_one(request: RestoreRequest, *, outputs) -> None:
 
     y = read_image(request.measurement)
     truth = None if request.reference is None else read_image(request.reference)
-    if request.backend in TORCH_BACKENDS:
+    if request.backend in REFERENCE_BACKENDS:
         x, label = restore_with_torch(request, y=y, cuda=request.backend == "torch-cuda")
     else:
         x, label = restore_with_bundle(request, y=y)

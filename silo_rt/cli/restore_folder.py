@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..backends import REFERENCE_BACKENDS
 from ..errors import SiloError
 from .progress import open_bar
-from .restore_backends import TORCH_BACKENDS, open_runner, refuse_options, with_demo
+from .restore_backends import open_runner, refuse_options, with_demo
 
 if TYPE_CHECKING:
     from .restore import RestoreRequest
@@ -22,7 +23,7 @@ def restore_folder(request: RestoreRequest) -> None:
                    reference=request.reference, samples=request.samples)
     if request.bundle is None and (request.model is not None
                                    or request.operator_path is not None
-                                   or request.backend in TORCH_BACKENDS):
+                                   or request.backend in REFERENCE_BACKENDS):
         raise SiloError("a folder of measurements is restored from a bundle (--bundle or "
                         "the embedded demo), not with the PyTorch reference")
     if request.bundle is None:

@@ -8,17 +8,14 @@ a step is four ``bind`` calls and one ``run_with_iobinding``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..backends import StepCallback
 from ..bundle_format import Manifest
 from ..errors import SiloError
 from .finite import check_losses
-
-StepCallback = Callable[[int, int, "np.ndarray | None", float], None]
-
 
 _ENV_ARENA = []  # set once the process-wide CPU arena below is registered
 

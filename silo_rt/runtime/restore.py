@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends import AUTO, BUNDLE_BACKENDS, StepCallback
 from ..bundle_format import MAX_ETA, MAX_STEPS, bundle_path, load_manifest
 from ..errors import SiloError
 from ..noise import NoiseSource
 from ..resize import recorded_resizer
-from .ort_backend import OrtGraphs, StepCallback
-
-BACKENDS = ("auto", "ort", "trt")
+from .ort_backend import OrtGraphs
 
 
 def tensorrt_available() -> bool:
@@ -53,11 +52,12 @@ class BundleRunner:
     def __init__(self, bundle: str | Path, backend: str = "ort",
                  providers: list[str] | None = None, threads: int | None = None,
                  precision: str | None = None, verify: bool = True, log=lambda line: None):
-        if backend not in BACKENDS:
-            raise SiloError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+        if backend not in (AUTO, *BUNDLE_BACKENDS):
+            raise SiloError(f"unknown backend {backend!r}; a bundle runs with "
+                            f"{', '.join((AUTO, *BUNDLE_BACKENDS))}")
         self.path = Path(bundle)
         self.manifest = load_manifest(self.path, verify=verify)
-        if backend == "auto":
+        if backend == AUTO:
             backend = "trt" if tensorrt_available() else "ort"
         if backend == "trt":
             from .tensorrt_backend import TrtGraphs

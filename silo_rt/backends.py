@@ -1,0 +1,88 @@
+"""Every backend name, once: what it runs, where, and which commands take it.
+
+``silo-rt restore --backend``, ``silo-rt bench --backends``, the bundle runner and the bench
+read their choices from :data:`BACKENDS`; nothing else lists backend names. Also the one
+definition of a step callback, shared by the PyTorch reference and the graph backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SiloError
+
+StepCallback = Callable[[int, int, Any, float], None]
+"""``callback(step_index, timestep, z_{t-1}, loss)`` after each step; ``z_{t-1}`` is a torch
+tensor (reference), a numpy array (ONNX Runtime) or None (TensorRT keeps it on the GPU)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A way of running SILO.
+
+    Attributes:
+        name: as on the command line.
+        runs: ``bundle`` (a bundle's ONNX graphs), ``reference`` (PyTorch model + operator)
+            or ``compiled`` (the reference step compiled by ``torch.compile``).
+        gpu: needs an NVIDIA GPU.
+        restore: ``silo-rt restore --backend`` takes it.
+        bench: ``silo-rt bench --backends`` times it.
+        scaling: ``silo-rt bench --sizes/--batches`` sweeps it.
+        help: one line for ``--help``.
+    """
+
+    name: str
+    runs: str
+    gpu: bool
+    restore: bool
+    bench: bool
+    scaling: bool
+    help: str
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("torch", "reference", False, True, True, True,
+            "PyTorch eager reference"),
+    Backend("torch-cuda", "reference", True, True, True, False,
+            "the reference on a GPU (restore: with a CUDA graph)"),
+    Backend("torch-cuda-graph", "reference", True, False, True, False,
+            "the reference step replayed from a CUDA graph"),
+    Backend("torch-compile", "compiled", False, False, True, True,
+            "the reference step compiled by Inductor (compiling takes minutes)"),
+    Backend("torch-compile-cuda-graph", "compiled", True, False, True, False,
+            "the compiled step with CUDA graphs"),
+    Backend("ort", "bundle", False, True, True, True,
+            "ONNX Runtime on a bundle (CUDA when this onnxruntime has it)"),
+    Backend("trt", "bundle", True, True, False, False,
+            "TensorRT with CUDA graphs on a bundle (precision from --precision)"),
+    Backend("trt-fp32", "bundle", True, False, True, False, "TensorRT, fp32 step"),
+    Backend("trt-fp16", "bundle", True, False, True, False, "TensorRT, fp16 step"),
+)}
+
+AUTO = "auto"
+"""restore's default: TensorRT when usable with a bundle, else ONNX Runtime; without a
+bundle, the PyTorch reference."""
+
+
+def names(use: str) -> tuple[str, ...]:
+    """The backends a use (``restore``, ``bench``, ``scaling``) takes, in registry order."""
+    return tuple(b.name for b in BACKENDS.values() if getattr(b, use))
+
+
+RESTORE_CHOICES = (AUTO, *names("restore"))
+BUNDLE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "bundle")
+REFERENCE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "reference")
+GPU_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.gpu)
+
+
+def check_backends(requested, use: str) -> tuple[str, ...]:
+    """``requested`` (names) if ``use`` takes them all, else a :class:`SiloError` listing the
+    choices."""
+    allowed = names(use)
+    requested = tuple(requested)
+    unknown = [name for name in requested if name not in allowed]
+    if unknown or not requested:
+        raise SiloError(f"unknown backend(s) {unknown}; choose from {', '.join(allowed)}")
+    return requested
