@@ -75,7 +75,7 @@ def test_plans_built_elsewhere_are_refused():
 
 
 def test_selection_by_key_and_plan_hashes(tmp_path):
-    plan = tmp_path / "engines" / H200_FP16.folder / "step.plan"
+    plan = tmp_path / "tensorrt" / H200_FP16.folder / "step.plan"
     plan.parent.mkdir(parents=True)
     plan.write_bytes(b"serialized engine")
     from silo_rt.bundle_format import sha256_file

@@ -85,8 +85,10 @@ def demo_data(out):
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="prior folder (diffusers layout); the vae part creates it, the others "
                    "train inside it")
-@click.option("--architecture", type=click.Choice(["demo", "tiny", "small"]), default="demo",
-              show_default=True, help="architecture of a new prior (vae part only)")
+@click.option("--prior-architecture", "--architecture", "architecture",
+              type=click.Choice(["demo", "tiny", "small"]), default="demo", show_default=True,
+              help="layout of a new prior's networks (vae part only; not the operator's "
+                   "--arch of `silo-rt train`)")
 @click.option("--steps", type=click.IntRange(min=1), required=True, help="optimiser steps")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
 @click.option("--lr", type=LEARNING_RATE, default=3e-4, show_default=True,

@@ -3,8 +3,8 @@
 Forward graphs go through ``torch.onnx.export(dynamo=True)``. The guided step, which contains
 a gradient, cannot: it is first traced to a forward-only FX graph with
 ``make_fx(functionalize(...))`` and :func:`~.decompositions.gradient_decompositions`, under
-the MATH attention kernel so attention's backward decomposes (the route recorded in
-``shared/reference/export-and-gpu-facts.md``). Shapes are static.
+the MATH attention kernel so attention's backward decomposes into ops ONNX has. Shapes are
+static.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """TensorRT engines for a bundle: checks, build configuration, storage keys, selection, building.
 
-Engines are stored inside the bundle under ``engines/<key>/<graph>.plan``; the key is
+Plans are stored inside the bundle under ``tensorrt/<key>/<graph>.plan`` (the top-level
+``engines/`` folder of a checkout holds bundles, not plans); the key is
 (TensorRT flavour and version, GPU compute capability, precision) and is recorded with each
 plan's sha256 in ``manifest.json`` under ``"engines"``. A plan only runs where its key
 matches; one built for another GPU or TensorRT is never loaded (a clear error says what is
@@ -30,6 +31,9 @@ from pathlib import Path
 
 from ..bundle_format import Manifest, bundle_path, sha256_file, write_manifest
 from ..errors import SiloError
+
+PLAN_FOLDER = "tensorrt"
+"""Where a bundle keeps its TensorRT plans (the manifest lists them under ``engines``)."""
 
 PRECISIONS = ("fp32", "fp16")
 VAE_GRAPHS = ("vae_encoder", "vae_decoder")
@@ -588,9 +592,9 @@ def build_engines(bundle: Path, manifest: Manifest, config: EngineBuildConfig,
 
     sources = engine_sources(manifest.graphs, config.precision)
     key = current_key(config.precision)
-    folder = Path(bundle) / "engines" / key.folder
+    folder = Path(bundle) / PLAN_FOLDER / key.folder
     folder.mkdir(parents=True, exist_ok=True)
-    timing_cache = Path(bundle) / "engines" / f"timing-{key.flavor}-{key.version}.cache"
+    timing_cache = Path(bundle) / PLAN_FOLDER / f"timing-{key.flavor}-{key.version}.cache"
     plans = {}
     for graph, source in sources.items():
         onnx_path = Path(bundle) / manifest.graphs[source].file
@@ -607,7 +611,9 @@ def build_engines(bundle: Path, manifest: Manifest, config: EngineBuildConfig,
                         "build_s": seconds}
     entry = {"key": asdict(key), "config": asdict(config), "plans": plans,
              "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    manifest = dataclasses.replace(manifest, engines={**manifest.engines, key.folder: entry})
+    passes = {**manifest.export_passes, "tensorrt engines": f"applied: {key.describe()}"}
+    manifest = dataclasses.replace(manifest, engines={**manifest.engines, key.folder: entry},
+                                   export_passes=passes)
     write_manifest(Path(bundle), manifest)
     return manifest, entry
 
