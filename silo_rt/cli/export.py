@@ -103,7 +103,8 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
     size = size or config.image_size
     steps = config.recommended.get("steps", 999) if steps is None else steps
     prompt = config.recommended.get("prompt", "") if prompt is None else prompt
-    options = SamplingOptions(task, steps, eta, 0, prompt, cfg_scale, sigma_y)
+    options = SamplingOptions(task=task, steps=steps, eta=eta, prompt=prompt,
+                              cfg_scale=cfg_scale, sigma_y=sigma_y)
     options.validate()
     click.echo(f"exporting {config.arch}/{task} at {size}px, batch {batch}, {steps} steps "
                f"to {out} (loaded in {time.perf_counter() - started:.1f} s)", err=True)
@@ -114,8 +115,9 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
     def stage(name, seconds):
         click.echo(f"  {name:<12} {seconds:7.1f} s", err=True)
 
-    export_options = ExportOptions(options, size, batch, not no_unet_h, weights, precision,
-                                   check_tensorrt="trt" in checks)
+    export_options = ExportOptions(sampling=options, image_size=size, batch=batch,
+                                   include_unet_h=not no_unet_h, weights=weights,
+                                   precision=precision, check_tensorrt="trt" in checks)
     manifest = export_bundle(prior, operator, config, export_options, out, on_stage=stage,
                              log=lambda line: click.echo(line, err=True))
     verdict = manifest.export_passes.get("tensorrt check", "")

@@ -113,8 +113,9 @@ def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
     steps = recommended.get("steps", 999) if request.steps is None else request.steps
     prompt = recommended.get("prompt", "") if request.prompt is None else request.prompt
     sigma_y = DEFAULT_SIGMA_Y if request.sigma_y is None else request.sigma_y
-    options = SamplingOptions(task, steps, request.eta, request.seed, prompt,
-                              request.cfg_scale or 1.0, sigma_y)
+    options = SamplingOptions(task=task, steps=steps, eta=request.eta, seed=request.seed,
+                              prompt=prompt, cfg_scale=request.cfg_scale or 1.0,
+                              sigma_y=sigma_y)
     options.validate()
     if cuda:
         from ..torch_cuda import restore_cuda

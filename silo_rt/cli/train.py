@@ -55,8 +55,10 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
     from ..training import TrainOptions, train_operator
 
     sigma_range = None if sigma_y_max is None else (0.0, sigma_y_max)
-    options = TrainOptions(arch, task, data, out, steps, batch_size, lr, size, sigma_range,
-                           seed, checkpoint_every, resume, resizer)
+    options = TrainOptions(arch=arch, task=task, data=data, out=out, steps=steps,
+                           batch_size=batch_size, lr=lr, image_size=size,
+                           sigma_y_range=sigma_range, seed=seed,
+                           checkpoint_every=checkpoint_every, resume=resume, resizer=resizer)
     options.validate()  # outputs writable, before the (slow) prior is loaded
     if not data.is_dir():
         raise SiloError(f"training data folder not found: {data}")
@@ -110,8 +112,9 @@ def train_prior_command(part, data, out, architecture, steps, batch_size, lr, em
     """
     from ..prior_training import PriorTrainOptions, train_prior
 
-    entry = train_prior(PriorTrainOptions(part, data, out, steps, batch_size, lr,
-                                          architecture, seed, checkpoint_every, resume,
-                                          ema_decay=ema_decay))
+    entry = train_prior(PriorTrainOptions(
+        part=part, data=data, out=out, steps=steps, batch_size=batch_size, lr=lr,
+        architecture=architecture, seed=seed, checkpoint_every=checkpoint_every,
+        resume=resume, ema_decay=ema_decay))
     click.echo(f"wrote {out}/{part} ({entry['steps']} steps, mean loss of the last 100 "
                f"{entry['mean_loss_last_100'] or float('nan'):.4f})")
