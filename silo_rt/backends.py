@@ -9,13 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from .errors import SiloError
 
 StepCallback = Callable[[int, int, Any, float], None]
 """``callback(step_index, timestep, z_{t-1}, loss)`` after each step; ``z_{t-1}`` is a torch
 tensor (reference), a numpy array (ONNX Runtime) or None (TensorRT keeps it on the GPU)."""
+
+
+@runtime_checkable
+class GraphBackend(Protocol):
+    """What a bundle backend provides (:class:`~silo_rt.runtime.ort_backend.OrtGraphs`,
+    :class:`~silo_rt.runtime.tensorrt_backend.TrtGraphs`); the bundle runner uses only this.
+    """
+
+    def run(self, name: str, **inputs: np.ndarray) -> list[np.ndarray]:
+        """Run graph ``name`` (``vae_encoder``, ``vae_decoder``…) on float32 inputs."""
+
+    def run_steps(self, z, w, context, timesteps, coefficients, noise, eta, sigma_y,
+                  cfg_scale=None, callback: StepCallback | None = None,
+                  want_latents: bool = False) -> np.ndarray:
+        """``len(timesteps)`` fused guided steps from ``z``; returns the final latent."""
+
+    def close(self) -> None:
+        """Release sessions, engines and device memory."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,8 @@ def names(use: str) -> tuple[str, ...]:
 
 RESTORE_CHOICES = (AUTO, *names("restore"))
 BUNDLE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "bundle")
+RUNNER_BACKENDS = tuple(b for b in BUNDLE_BACKENDS if BACKENDS[b].restore)
+"""What :class:`~silo_rt.runtime.BundleRunner` opens (besides ``auto``): ``ort``, ``trt``."""
 REFERENCE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "reference")
 GPU_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.gpu)
 

@@ -260,6 +260,21 @@ def test_one_registry_of_backend_names():
     with pytest.raises(SiloError, match="unknown backend 'torch'; a bundle runs with auto"):
         BundleRunner("unused", backend="torch")
     assert check_backends(["ort", "torch"], "bench") == ("ort", "torch")
+    with pytest.raises(SiloError, match="a bundle runs with auto, ort, trt$"):
+        BundleRunner("unused", backend="trt-fp16")  # a bench name, not a runner's
+
+
+def test_both_bundle_backends_follow_the_protocol():
+    from silo_rt.backends import GraphBackend
+    from silo_rt.demo import demo_bundle
+    from silo_rt.runtime import BundleRunner
+    from silo_rt.runtime.tensorrt_backend import TrtGraphs
+
+    runner = BundleRunner(demo_bundle("sr4"), threads=1)
+    assert isinstance(runner.graphs, GraphBackend)
+    for method in ("run", "run_steps", "close"):
+        assert callable(getattr(TrtGraphs, method))
+    runner.graphs.close()
 
 
 def test_int_lists_of_the_scaling_options():

@@ -116,6 +116,11 @@ class OrtGraphs:
             _release_freed_heap()
         return self._sessions[name]
 
+    def close(self) -> None:
+        """Drop the sessions (their memory goes back to the arena and the heap)."""
+        self._sessions.clear()
+        _release_freed_heap()
+
     def run(self, name: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run graph ``name`` on numpy inputs (float32)."""
         return self.session(name).run(None, {k: np.ascontiguousarray(v, dtype=np.float32)

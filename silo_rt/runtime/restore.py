@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import AUTO, BUNDLE_BACKENDS, StepCallback
+from ..backends import AUTO, RUNNER_BACKENDS, GraphBackend, StepCallback
 from ..bundle_format import MAX_ETA, MAX_STEPS, bundle_path, load_manifest
 from ..errors import SiloError
 from ..noise import NoiseSource
@@ -52,13 +52,14 @@ class BundleRunner:
     def __init__(self, bundle: str | Path, backend: str = "ort",
                  providers: list[str] | None = None, threads: int | None = None,
                  precision: str | None = None, verify: bool = True, log=lambda line: None):
-        if backend not in (AUTO, *BUNDLE_BACKENDS):
+        if backend not in (AUTO, *RUNNER_BACKENDS):
             raise SiloError(f"unknown backend {backend!r}; a bundle runs with "
-                            f"{', '.join((AUTO, *BUNDLE_BACKENDS))}")
+                            f"{', '.join((AUTO, *RUNNER_BACKENDS))}")
         self.path = Path(bundle)
         self.manifest = load_manifest(self.path, verify=verify)
         if backend == AUTO:
             backend = "trt" if tensorrt_available() else "ort"
+        self.graphs: GraphBackend
         if backend == "trt":
             from .tensorrt_backend import TrtGraphs
 
