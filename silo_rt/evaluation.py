@@ -29,6 +29,43 @@ from .images import OutputPlan, psnr, read_image, to_uint8
 from .resize import DEFAULT_RESIZER
 
 METHODS = ("silo", "silo_keep_measured", "baseline")
+PRIOR_METHODS = ("silo-torch", "ldps", "gml-dps", "psld")
+"""``--methods`` that run through the PyTorch reference on the bundle's prior: SILO itself
+(for like-for-like time) and the decoder-in-the-loop baselines of :mod:`silo_rt.baselines`."""
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``"silo,ldps,psld"`` → the PyTorch-reference methods asked for (``silo`` always runs
+    from the bundle; naming a baseline adds ``silo-torch`` for a like-for-like time)."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = sorted(set(names) - {"silo", *PRIOR_METHODS})
+    if unknown:
+        raise SiloError(f"unknown method(s) {unknown}; choose from silo, "
+                        f"{', '.join(PRIOR_METHODS)}")
+    chosen = [m for m in PRIOR_METHODS if m in names]
+    if chosen and "silo-torch" not in chosen:
+        chosen.insert(0, "silo-torch")
+    return tuple(chosen)
+
+
+def _reference_restorer(reference, task: str, method: str, steps: int, seed: int,
+                        sigma_y: float, weights=None):
+    """``restore(y) -> x`` for a PyTorch-reference method on ``reference = (prior,
+    operator)``, with the bundle's steps, seed and σ_y (the same noise as the bundle's SILO)."""
+    import torch
+
+    from .baselines import restore_baseline
+    from .sampler import SamplingOptions, restore
+
+    prior, operator = reference
+    options = SamplingOptions(task=task, steps=steps, seed=seed, sigma_y=sigma_y)
+
+    def run(y):
+        if method == "silo-torch":
+            return restore(prior, operator, torch.from_numpy(y), options).detach().numpy()
+        return restore_baseline(prior, method, torch.from_numpy(y), options,
+                                weights).detach().numpy()
+    return run
 
 
 def quantise(image: np.ndarray) -> np.ndarray:
@@ -97,13 +134,20 @@ def _grid(rows: list[list[np.ndarray]], path: Path, scale: int = 3) -> None:
 
 def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None = None,
                     seed: int = 0, threads: int | None = None, limit: int | None = None,
-                    progress=None, steps: int | None = None) -> dict:
+                    progress=None, steps: int | None = None, methods: tuple[str, ...] = (),
+                    reference=None, baseline_weights=None) -> dict:
     """Evaluate ``bundle`` on every image under ``images``; writes ``out/<task>.json`` and
     ``out/<task>-grid.png`` (columns: measurement, baseline, SILO, SILO with
-    ``--keep-measured`` where the task has it, ground truth).
+    ``--keep-measured`` where the task has it, one per ``methods``, ground truth).
 
-    Returns the report: per-image and mean metrics for SILO and the baseline.
+    ``methods`` (:data:`PRIOR_METHODS`) run through the PyTorch reference on ``reference``,
+    ``(prior, operator)`` of the bundle, with the bundle's steps, seed and σ_y;
+    ``baseline_weights``: their :class:`~silo_rt.baselines.BaselineWeights` (ω, γ).
+
+    Returns the report: per-image and mean metrics (and seconds) for every method.
     """
+    import time
+
     from .degradations import make_measurement
     from .runtime import BundleRunner
 
@@ -122,6 +166,11 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         raise SiloError(f"no .png images in {images}")
     outputs = OutputPlan([out / f"{task}.json", out / f"{task}-grid.png"], inputs=paths)
     degradation = get_degradation(task, resizer)
+    if methods and reference is None:
+        raise SiloError(f"--methods {','.join(methods)} needs the bundle's prior in PyTorch "
+                        "(--model, or the embedded demo)")
+    restorers = {m: _reference_restorer(reference, task, m, steps or runner.steps, seed,
+                                        sigma_y, baseline_weights) for m in methods}
     per_image, rows = [], []
     for index, path in enumerate(paths):
         x = read_image(path)
@@ -129,16 +178,25 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
             raise SiloError(f"{path} is {x.shape[-1]}x{x.shape[-2]}; the bundle restores "
                             f"{size}x{size} images")
         y = quantise(make_measurement(x, task, sigma_y, index, resizer))
+        start = time.perf_counter()
         restored = runner.restore(y, seed, sigma_y=sigma_y, steps=steps)
+        seconds = time.perf_counter() - start
         simple = degradation.baseline(y, size)
-        row = {"image": path.name, "silo": _metrics(restored, x),
-               "baseline": _metrics(simple, x),
-               "silo_cpsnr": consistency_psnr(task, restored, y, resizer)}
+        cpsnr = consistency_psnr(task, restored, y, resizer)
+        row = {"image": path.name,
+               "silo": {**_metrics(restored, x), "seconds": seconds, "cpsnr": cpsnr},
+               "baseline": _metrics(simple, x), "silo_cpsnr": cpsnr}
         pictures = [y, simple, restored]
         if degradation.imposable:  # also report restore --keep-measured
             kept = degradation.keep_measured(y, restored)
             row["silo_keep_measured"] = _metrics(kept, x)
             pictures.append(kept)
+        for method, restore_with in restorers.items():
+            start = time.perf_counter()
+            other = np.clip(restore_with(y), -1, 1).astype(np.float32)
+            row[method] = {**_metrics(other, x), "seconds": time.perf_counter() - start,
+                           "cpsnr": consistency_psnr(task, other, y, resizer)}
+            pictures.append(other)
         per_image.append(row)
         rows.append(pictures + [x])
         if progress:
@@ -147,12 +205,19 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     def mean(method, key):
         return float(np.mean([r[method][key] for r in per_image]))
 
+    every = [m for m in (*METHODS, *methods) if m in per_image[0]]
+    keys = ("psnr", "ssim", "sharpness", "seconds", "cpsnr")
+
     report = {
         "task": task, "bundle": str(bundle), "images": str(images), "count": len(per_image),
         "sigma_y": sigma_y, "seed": seed, "steps": steps or runner.steps,
+        "baseline_weights": (None if baseline_weights is None or not methods
+                             else {"omega": baseline_weights.omega,
+                                   "gamma": baseline_weights.gamma}),
         "baseline": degradation.baseline_name,
-        "mean": {method: {k: mean(method, k) for k in ("psnr", "ssim", "sharpness")}
-                 for method in METHODS if method in per_image[0]},
+        "methods": every,
+        "mean": {method: {k: mean(method, k) for k in keys if k in per_image[0][method]}
+                 for method in every},
         "mean_silo_cpsnr": float(np.mean([r["silo_cpsnr"] for r in per_image])),
         "per_image": per_image,
     }

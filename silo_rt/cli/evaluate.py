@@ -27,28 +27,79 @@ from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS
               help="use only the first N images")
 @click.option("--steps", type=STEPS, default=None,
               help="DDPM steps [default: the count the bundle was exported with]")
-def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps):
-    """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness) on clean images
-    against a simple baseline: bicubic for sr, a biharmonic fill for ip."""
-    from ..evaluation import evaluate_bundle
+@click.option("--methods", default="silo", show_default=True,
+              help="comma-separated: silo (the bundle), and on the same prior, steps and seeds "
+                   "through PyTorch: silo-torch, ldps, gml-dps, psld (a baseline adds "
+                   "silo-torch, for a like-for-like time). Needs --model/--operator, or the "
+                   "embedded demo (rebuilt in PyTorch from its bundles)")
+@click.option("--omega", type=click.FloatRange(0, 1e4), default=0.1, show_default=True,
+              help="LDPS/GML-DPS/PSLD step size on the measurement term (PSLD's code: 0.1)")
+@click.option("--gamma", type=click.FloatRange(0, 1e4), default=0.01, show_default=True,
+              help="GML-DPS/PSLD step size on the gluing term (PSLD's code: 0.01)")
+@click.option("--model", default=None,
+              help="the bundle's prior (diffusers folder or hub id) for --methods")
+@click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
+              help="the bundle's operator for --methods")
+def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps, methods, omega,
+             gamma, model, operator_path):
+    """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness, seconds) on clean
+    images against a simple baseline (bicubic for sr, a biharmonic fill for ip) and, with
+    --methods, against LDPS, GML-DPS and PSLD on the same prior."""
+    from ..baselines import BaselineWeights
+    from ..evaluation import evaluate_bundle, parse_methods
 
+    chosen = parse_methods(methods)
+    is_demo = bundle is None
     if bundle is None:
         from ..demo import demo_bundle
 
         bundle = demo_bundle(task)
+    reference = _reference(bundle, is_demo, model, operator_path) if chosen else None
 
     def progress(i, n, row):
         click.echo(f"[{i + 1}/{n}] {row['image']}: SILO {row['silo']['psnr']:.2f} dB, "
                    f"baseline {row['baseline']['psnr']:.2f} dB", err=True)
 
-    report = evaluate_bundle(bundle, data, out, sigma_y, seed, threads, limit, progress, steps)
+    report = evaluate_bundle(bundle, data, out, sigma_y, seed, threads, limit, progress, steps,
+                             methods=chosen, reference=reference,
+                             baseline_weights=BaselineWeights(omega, gamma))
     m = report["mean"]
     click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps)")
-    click.echo(f"{'method':<23}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}")
-    for key, name in (("silo", "SILO"), ("silo_keep_measured", "SILO, --keep-measured"),
-                      ("baseline", report["baseline"])):
-        if key not in m:
-            continue
-        click.echo(f"{name:<23}{m[key]['psnr']:>9.2f}{m[key]['ssim']:>8.3f}"
-                   f"{m[key]['sharpness']:>11.2f}")
+    click.echo(f"{'method':<23}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}{'CPSNR':>8}"
+               f"{'s/image':>9}")
+    names = {"silo": "SILO", "silo_keep_measured": "SILO, --keep-measured",
+             "baseline": report["baseline"], "silo-torch": "SILO (PyTorch)",
+             "ldps": "LDPS", "gml-dps": "GML-DPS", "psld": "PSLD"}
+    for key in report["methods"]:
+        row = m[key]
+        cpsnr = f"{row['cpsnr']:>8.2f}" if "cpsnr" in row else f"{'':>8}"
+        seconds = f"{row['seconds']:>9.2f}" if "seconds" in row else ""
+        click.echo(f"{names[key]:<23}{row['psnr']:>9.2f}{row['ssim']:>8.3f}"
+                   f"{row['sharpness']:>11.2f}{cpsnr}{seconds}")
     click.echo(f"SILO consistency (CPSNR): {report['mean_silo_cpsnr']:.2f} dB")
+
+
+def _reference(bundle: Path, is_demo: bool, model, operator_path):
+    """``(prior, operator)`` of ``bundle`` in PyTorch: the embedded demo's rebuilt from its
+    bundles, or --model/--operator (checked against the bundle's prior fingerprint)."""
+    from ..bundle_format import load_manifest
+    from ..errors import SiloError
+
+    manifest = load_manifest(bundle, verify=False)
+    if is_demo and model is None:
+        from ..demo.torch_prior import rebuild_demo
+
+        click.echo("rebuilding the demo prior in PyTorch from its bundles…", err=True)
+        prior, operator, _ = rebuild_demo(manifest.task)
+        return prior, operator
+    if model is None or operator_path is None:
+        raise SiloError("--methods beyond silo need the bundle's --model and --operator")
+    from ..operators import load_operator
+    from ..prior import load_prior
+
+    prior = load_prior(model)
+    if prior.fingerprint() != manifest.prior.get("fingerprint"):
+        raise SiloError(f"--model {model} is not the prior bundle {bundle} was exported from")
+    operator, _ = load_operator(operator_path, prior, manifest.task, None,
+                                manifest.image_size)
+    return prior, operator
