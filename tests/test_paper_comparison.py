@@ -33,6 +33,7 @@ def rebuilt_ip():
     return prior, operator, config
 
 
+@pytest.mark.slow  # the rebuild exports a step graph: about 2.5 minutes with the next test
 def test_the_rebuilt_demo_computes_what_its_bundle_does(rebuilt_ip):
     from silo_rt.demo.torch_prior import check_against_bundle
 
@@ -52,6 +53,7 @@ def test_the_rebuilt_demo_computes_what_its_bundle_does(rebuilt_ip):
                                **TOLERANCES["float32"])
 
 
+@pytest.mark.slow
 def test_the_baseline_rows_use_the_same_prior_and_seeds(rebuilt_ip, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
