@@ -113,6 +113,15 @@ def measure(task: str, x: np.ndarray, resizer: str = DEFAULT_RESIZER) -> np.ndar
     return np.clip(a_x, -1.0, 1.0).astype(np.float32)
 
 
+def _perceptual(truths, outputs_by_method, metrics_weights) -> dict:
+    try:
+        from .perceptual import perceptual_report
+
+        return perceptual_report(truths, outputs_by_method, metrics_weights)
+    except ImportError as exc:  # the lean runtime: no torch
+        return {"unavailable": f"FID/KID: {exc.name} is not installed"}
+
+
 def _metrics(image, truth):
     return {"psnr": psnr(image, truth), "ssim": ssim(image, truth),
             "sharpness": sharpness(image, truth)}
@@ -135,7 +144,8 @@ def _grid(rows: list[list[np.ndarray]], path: Path, scale: int = 3) -> None:
 def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None = None,
                     seed: int = 0, threads: int | None = None, limit: int | None = None,
                     progress=None, steps: int | None = None, methods: tuple[str, ...] = (),
-                    reference=None, baseline_weights=None) -> dict:
+                    reference=None, baseline_weights=None,
+                    metrics_weights: Path | None = None) -> dict:
     """Evaluate ``bundle`` on every image under ``images``; writes ``out/<task>.json`` and
     ``out/<task>-grid.png`` (columns: measurement, baseline, SILO, SILO with
     ``--keep-measured`` where the task has it, one per ``methods``, ground truth).
@@ -143,6 +153,8 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     ``methods`` (:data:`PRIOR_METHODS`) run through the PyTorch reference on ``reference``,
     ``(prior, operator)`` of the bundle, with the bundle's steps, seed and σ_y;
     ``baseline_weights``: their :class:`~silo_rt.baselines.BaselineWeights` (ω, γ).
+    FID/KID per method (:mod:`silo_rt.perceptual`) when the Inception weights are in
+    ``metrics_weights`` or the torch hub cache; else the report says why not.
 
     Returns the report: per-image and mean metrics (and seconds) for every method.
     """
@@ -172,6 +184,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     restorers = {m: _reference_restorer(reference, task, m, steps or runner.steps, seed,
                                         sigma_y, baseline_weights) for m in methods}
     per_image, rows = [], []
+    truths, outputs_by_method = [], {}
     for index, path in enumerate(paths):
         x = read_image(path)
         if x.shape[-2:] != (size, size):
@@ -199,6 +212,10 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
             pictures.append(other)
         per_image.append(row)
         rows.append(pictures + [x])
+        truths.append(x)
+        outputs_by_method.setdefault("silo", []).append(restored)
+        for method, image in zip(restorers, pictures[-len(restorers):] if restorers else []):
+            outputs_by_method.setdefault(method, []).append(image)
         if progress:
             progress(index, len(paths), per_image[-1])
 
@@ -219,6 +236,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         "mean": {method: {k: mean(method, k) for k in keys if k in per_image[0][method]}
                  for method in every},
         "mean_silo_cpsnr": float(np.mean([r["silo_cpsnr"] for r in per_image])),
+        "perceptual": _perceptual(truths, outputs_by_method, metrics_weights),
         "per_image": per_image,
     }
     text = json.dumps(report, indent=1)

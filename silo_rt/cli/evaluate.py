@@ -36,12 +36,17 @@ from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS
               help="LDPS/GML-DPS/PSLD step size on the measurement term (PSLD's code: 0.1)")
 @click.option("--gamma", type=click.FloatRange(0, 1e4), default=0.01, show_default=True,
               help="GML-DPS/PSLD step size on the gluing term (PSLD's code: 0.01)")
+@click.option("--metrics-weights", type=click.Path(path_type=Path, file_okay=False),
+              default=None,
+              help="folder holding the Inception-v3 weights for FID/KID "
+                   "(weights-inception-2015-12-05-6726825d.pth; else the torch hub cache is "
+                   "searched; nothing is downloaded)")
 @click.option("--model", default=None,
               help="the bundle's prior (diffusers folder or hub id) for --methods")
 @click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
               help="the bundle's operator for --methods")
 def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps, methods, omega,
-             gamma, model, operator_path):
+             gamma, metrics_weights, model, operator_path):
     """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness, seconds) on clean
     images against a simple baseline (bicubic for sr, a biharmonic fill for ip) and, with
     --methods, against LDPS, GML-DPS and PSLD on the same prior."""
@@ -62,7 +67,8 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps, meth
 
     report = evaluate_bundle(bundle, data, out, sigma_y, seed, threads, limit, progress, steps,
                              methods=chosen, reference=reference,
-                             baseline_weights=BaselineWeights(omega, gamma))
+                             baseline_weights=BaselineWeights(omega, gamma),
+                             metrics_weights=metrics_weights)
     m = report["mean"]
     click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps)")
     click.echo(f"{'method':<23}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}{'CPSNR':>8}"
@@ -77,6 +83,13 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps, meth
         click.echo(f"{names[key]:<23}{row['psnr']:>9.2f}{row['ssim']:>8.3f}"
                    f"{row['sharpness']:>11.2f}{cpsnr}{seconds}")
     click.echo(f"SILO consistency (CPSNR): {report['mean_silo_cpsnr']:.2f} dB")
+    perceptual = report["perceptual"]
+    if "unavailable" in perceptual:
+        click.echo(f"perceptual: unavailable: {perceptual['unavailable']}")
+    else:
+        for method, scores in perceptual.items():
+            click.echo(f"perceptual: {names[method]}: FID {scores['fid']:.2f}, "
+                       f"KID {scores['kid']:.4f}")
 
 
 def _reference(bundle: Path, is_demo: bool, model, operator_path):
