@@ -57,6 +57,11 @@ def exported(request, tiny_prior, tmp_path_factory):
         "graph unet_h": "applied", "graph step": "applied", "graph step_fp16": "applied",
         "fp16 weights": "skipped: weights fp32", "onnx check": "applied",
         "tensorrt check": "skipped: not asked (--check trt)"}
+    from silo_rt.export.passes import refused_by_tensorrt
+
+    assert refused_by_tensorrt(load_manifest(out).export_passes) == []
+    assert refused_by_tensorrt({"tensorrt check": "applied: refused step, unet_h"}) == [
+        "step", "unet_h"]
     return {"arch": arch, "task": task, "options": options, "operator": operator,
             "config": config, "bundle": out, "folder": folder}
 

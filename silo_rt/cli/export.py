@@ -120,8 +120,9 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
                                    precision=precision, check_tensorrt="trt" in checks)
     manifest = export_bundle(prior, operator, config, export_options, out, on_stage=stage,
                              log=lambda line: click.echo(line, err=True))
-    verdict = manifest.export_passes.get("tensorrt check", "")
-    refused = verdict.removeprefix("applied: refused ") if "refused" in verdict else ""
+    from ..export.passes import refused_by_tensorrt
+
+    refused = ", ".join(refused_by_tensorrt(manifest.export_passes))
     if engines == "trt":
         from ..runtime.engines import EngineBuildConfig, build_engines
 

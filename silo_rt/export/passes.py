@@ -152,8 +152,18 @@ class TensorRTCheck(ExportPass):
         verdicts = check_bundle_with_tensorrt(draft.folder, files, log=draft.log)
         draft.tensorrt_refused = [v.graph for v in verdicts if v.ok is False]
         if draft.tensorrt_refused:
-            return f"refused {', '.join(draft.tensorrt_refused)}"
+            return f"{REFUSED.removeprefix('applied: ')}{', '.join(draft.tensorrt_refused)}"
         return "every graph parsed and built"
+
+
+REFUSED = "applied: refused "
+
+
+def refused_by_tensorrt(export_passes: dict[str, str]) -> list[str]:
+    """The graphs a recorded ``tensorrt check`` pass says TensorRT refused (none if it was
+    skipped or everything built)."""
+    note = export_passes.get(TensorRTCheck.name, "")
+    return note.removeprefix(REFUSED).split(", ") if note.startswith(REFUSED) else []
 
 
 def run_passes(draft: BundleDraft, passes: list[ExportPass]) -> dict[str, str]:
