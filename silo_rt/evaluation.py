@@ -194,6 +194,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         start = time.perf_counter()
         restored = runner.restore(y, seed, sigma_y=sigma_y, steps=steps)
         seconds = time.perf_counter() - start
+        outputs_by_method.setdefault("silo", []).append(restored)
         simple = degradation.baseline(y, size)
         cpsnr = consistency_psnr(task, restored, y, resizer)
         row = {"image": path.name,
@@ -210,12 +211,10 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
             row[method] = {**_metrics(other, x), "seconds": time.perf_counter() - start,
                            "cpsnr": consistency_psnr(task, other, y, resizer)}
             pictures.append(other)
+            outputs_by_method.setdefault(method, []).append(other)
         per_image.append(row)
         rows.append(pictures + [x])
         truths.append(x)
-        outputs_by_method.setdefault("silo", []).append(restored)
-        for method, image in zip(restorers, pictures[-len(restorers):] if restorers else []):
-            outputs_by_method.setdefault(method, []).append(image)
         if progress:
             progress(index, len(paths), per_image[-1])
 

@@ -5,6 +5,7 @@ rebuild is checked against the bundle's own graphs before anything is compared w
 """
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from silo_rt.latents import LatentDecoder, MeasurementEncoder
 from silo_rt.runtime import BundleRunner
 from silo_rt.sampler import SamplingOptions
 
-EXAMPLES = __import__("pathlib").Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")

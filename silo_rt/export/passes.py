@@ -49,7 +49,6 @@ class BundleDraft:
     graphs: dict[str, GraphSpec] = field(default_factory=dict)
     graph_files: dict[str, list[Path]] = field(default_factory=dict)
     passes: dict[str, str] = field(default_factory=dict)
-    tensorrt_refused: list[str] = field(default_factory=list)
 
     @property
     def files(self) -> list[Path]:
@@ -150,9 +149,9 @@ class TensorRTCheck(ExportPass):
 
         files = {name: spec.file for name, spec in draft.graphs.items()}
         verdicts = check_bundle_with_tensorrt(draft.folder, files, log=draft.log)
-        draft.tensorrt_refused = [v.graph for v in verdicts if v.ok is False]
-        if draft.tensorrt_refused:
-            return f"{REFUSED.removeprefix('applied: ')}{', '.join(draft.tensorrt_refused)}"
+        refused = [v.graph for v in verdicts if v.ok is False]
+        if refused:  # read back by refused_by_tensorrt
+            return f"{REFUSED.removeprefix('applied: ')}{', '.join(refused)}"
         return "every graph parsed and built"
 
 
