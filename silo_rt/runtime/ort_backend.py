@@ -187,8 +187,9 @@ class OrtGraphs:
         ts = np.asarray(timesteps, np.float32).reshape(steps, 1)
         per_step = [(value(ts[i]), value(coefficients[i]), value(noise[i]))
                     for i in range(steps)]
-        buffers = [value(z), OrtValue.ortvalue_from_shape_and_type(list(z.shape), np.float32,
-                                                                   device, 0)]
+        # a copy: the ping-pong writes into the first buffer from step 2 on
+        buffers = [value(np.array(z, np.float32)),
+                   OrtValue.ortvalue_from_shape_and_type(list(z.shape), np.float32, device, 0)]
         loss = OrtValue.ortvalue_from_shape_and_type([], np.float32, device, 0)
         binding = session.io_binding()
         self._bind_constants(binding, w, context, eta, sigma_y, cfg_scale)
@@ -207,6 +208,7 @@ class OrtGraphs:
             if not np.isfinite(losses[i]):
                 check_losses(losses[: i + 1], timesteps)
             if callback is not None:
-                latent = following.numpy() if want_latents else None
+                latent = following.numpy().copy() if want_latents else None
                 callback(i, int(timesteps[i]), latent, float(losses[i]))
-        return buffers[steps % 2].numpy()
+        # .numpy() views memory that is freed with `buffers` on return: copy it out
+        return buffers[steps % 2].numpy().copy()
