@@ -75,6 +75,10 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             "the compiled step with CUDA graphs"),
     Backend("ort", "bundle", False, True, True, True,
             "ONNX Runtime on a bundle (CUDA when this onnxruntime has it)"),
+    Backend("openvino", "bundle", False, True, True, True,
+            "OpenVINO on a bundle's ONNX graphs (CPU; restore --precision bf16: bfloat16)"),
+    Backend("openvino-bf16", "bundle", False, False, True, True,
+            "OpenVINO in bfloat16 (CPUs with AMX or AVX512-BF16; not fp32 parity)"),
     Backend("trt", "bundle", True, True, False, False,
             "TensorRT with CUDA graphs on a bundle (precision from --precision)"),
     Backend("trt-fp32", "bundle", True, False, True, False, "TensorRT, fp32 step"),
@@ -94,7 +98,8 @@ def names(use: str) -> tuple[str, ...]:
 RESTORE_CHOICES = (AUTO, *names("restore"))
 BUNDLE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "bundle")
 RUNNER_BACKENDS = tuple(b for b in BUNDLE_BACKENDS if BACKENDS[b].restore)
-"""What :class:`~silo_rt.runtime.BundleRunner` opens (besides ``auto``): ``ort``, ``trt``."""
+"""What :class:`~silo_rt.runtime.BundleRunner` opens (besides ``auto``): ``ort``,
+``openvino``, ``trt``."""
 REFERENCE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "reference")
 GPU_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.gpu)
 

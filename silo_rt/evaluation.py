@@ -145,7 +145,8 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
                     seed: int = 0, threads: int | None = None, limit: int | None = None,
                     progress=None, steps: int | None = None, methods: tuple[str, ...] = (),
                     reference=None, baseline_weights=None,
-                    metrics_weights: Path | None = None) -> dict:
+                    metrics_weights: Path | None = None, backend: str = "ort",
+                    precision: str | None = None) -> dict:
     """Evaluate ``bundle`` on every image under ``images``; writes ``out/<task>.json`` and
     ``out/<task>-grid.png`` (columns: measurement, baseline, SILO, SILO with
     ``--keep-measured`` where the task has it, one per ``methods``, ground truth).
@@ -155,6 +156,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     ``baseline_weights``: their :class:`~silo_rt.baselines.BaselineWeights` (ω, γ).
     FID/KID per method (:mod:`silo_rt.perceptual`) when the Inception weights are in
     ``metrics_weights`` or the torch hub cache; else the report says why not.
+    ``backend``/``precision``: how the bundle runs (:class:`~silo_rt.runtime.BundleRunner`).
 
     Returns the report: per-image and mean metrics (and seconds) for every method.
     """
@@ -168,7 +170,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         raise SiloError(f"--data must be a folder of .png images: {images}")
     if not out.is_dir():
         raise SiloError(f"output folder does not exist: {out}")
-    runner = BundleRunner(bundle, backend="ort", threads=threads)
+    runner = BundleRunner(bundle, backend=backend, threads=threads, precision=precision)
     task, size, resizer = runner.task, runner.manifest.image_size, runner.resizer
     sigma_y = runner.manifest.sigma_y if sigma_y is None else sigma_y
     runner.schedule(steps)  # refuse an impossible step count before restoring anything
@@ -227,6 +229,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     report = {
         "task": task, "bundle": str(bundle), "images": str(images), "count": len(per_image),
         "sigma_y": sigma_y, "seed": seed, "steps": steps or runner.steps,
+        "backend": runner.label,
         "baseline_weights": (None if baseline_weights is None or not methods
                              else {"omega": baseline_weights.omega,
                                    "gamma": baseline_weights.gamma}),

@@ -9,6 +9,21 @@ from PIL import Image
 
 torch.set_num_threads(2)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Caches (``--backend auto``'s verdicts) go to a folder of this run, also for the
+    commands the tests start, never to the user's ``~/.cache``."""
+    import os
+
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
 TOLERANCES = {
     # What "equal" means in these tests, by the arithmetic of the comparison (as kornia's
     # _DTYPE_PRECISIONS). Use ``**TOLERANCES[...]`` instead of literals.

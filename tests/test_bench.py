@@ -236,7 +236,8 @@ def test_scaling_refuses_unknown_backends():
     from silo_rt.errors import SiloError
 
     with pytest.raises(SiloError, match=r"unknown backend\(s\) \['trt-fp16'\]; choose from "
-                                        "torch, torch-compile, ort"):
+                                        "torch, torch-compile, ort, openvino, "
+                                        "openvino-bf16"):
         run_scaling(ScalingConfig(model="tiny", backends=("trt-fp16",)))
 
 
@@ -253,28 +254,45 @@ def test_one_registry_of_backend_names():
     restore_backend = next(p for p in cli.commands["restore"].params if p.name == "backend")
     assert isinstance(restore_backend.type, click.Choice)
     assert tuple(restore_backend.type.choices) == RESTORE_CHOICES
-    assert RESTORE_CHOICES == ("auto", "torch", "torch-cuda", "ort", "trt")
+    assert RESTORE_CHOICES == ("auto", "torch", "torch-cuda", "ort", "openvino", "trt")
     assert set(names("bench")) <= set(BACKENDS) and "trt" not in names("bench")
     with pytest.raises(SiloError, match="unknown backend"):
         BenchConfig(backends=("onnx",)).validate()
     with pytest.raises(SiloError, match="unknown backend 'torch'; a bundle runs with auto"):
         BundleRunner("unused", backend="torch")
     assert check_backends(["ort", "torch"], "bench") == ("ort", "torch")
-    with pytest.raises(SiloError, match="a bundle runs with auto, ort, trt$"):
+    with pytest.raises(SiloError, match="a bundle runs with auto, ort, openvino, trt$"):
         BundleRunner("unused", backend="trt-fp16")  # a bench name, not a runner's
 
 
-def test_both_bundle_backends_follow_the_protocol():
+def test_every_bundle_backend_follows_the_protocol():
     from silo_rt.backends import GraphBackend
     from silo_rt.demo import demo_bundle
     from silo_rt.runtime import BundleRunner
+    from silo_rt.runtime.openvino_backend import OpenVinoGraphs
     from silo_rt.runtime.tensorrt_backend import TrtGraphs
 
-    runner = BundleRunner(demo_bundle("sr4"), threads=1)
+    runner = BundleRunner(demo_bundle("sr4"), backend="ort", threads=1)
     assert isinstance(runner.graphs, GraphBackend)
     for method in ("run", "run_steps", "close"):
-        assert callable(getattr(TrtGraphs, method))
+        assert callable(getattr(TrtGraphs, method)) and callable(getattr(OpenVinoGraphs, method))
     runner.graphs.close()
+
+
+def test_bench_times_openvino_beside_onnx_runtime_on_tiny(tmp_path):
+    """Both bundle backends in the same rounds; their restorations equal the reference's."""
+    pytest.importorskip("openvino")
+    from silo_rt.bench import BenchConfig, run_bench
+
+    result = run_bench(BenchConfig(model="tiny", task="ip", backends=("torch", "ort", "openvino"),
+                                   steps=3, reps=2, warmup=1, restore_reps=1, threads=2,
+                                   baselines=(), cache=tmp_path))
+    assert not result["failed"]
+    steps = {m["backend"] for m in result["measurements"] if m["measure"] == "step"}
+    assert steps == {"torch", "ort", "openvino"}
+    rel = {r["backend"]: r["rel_diff_vs_torch"] for r in result["restorations"]
+           if r["backend"] != "torch"}
+    assert set(rel) == {"ort", "openvino"} and max(rel.values()) < 1e-4
 
 
 def test_int_lists_of_the_scaling_options():

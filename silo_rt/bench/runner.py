@@ -390,7 +390,8 @@ def _time_torch_compile_cuda(s: _Shared) -> dict:
 
 
 def _time_bundle(backend: str, s: _Shared) -> float | None:
-    """ort or trt-*: export (or reuse) the bench bundle and time it; returns export seconds."""
+    """ort, openvino* or trt-*: export (or reuse) the bench bundle and time it; returns export
+    seconds."""
     from ..runtime import BundleRunner
 
     config = s.config
@@ -404,15 +405,20 @@ def _time_bundle(backend: str, s: _Shared) -> float | None:
         finally:
             runner.graphs.close()  # GPU memory back before the next backend
         return export_s
-    runner = BundleRunner(path, threads=config.threads, verify=False)
+    if backend.startswith("openvino"):
+        precision = "bf16" if backend == "openvino-bf16" else "fp32"
+        runner = BundleRunner(path, backend="openvino", precision=precision,
+                              threads=config.threads, verify=False)
+    else:
+        runner = BundleRunner(path, backend="ort", threads=config.threads, verify=False)
     for name in ("unet_h", "vae_encoder", "vae_decoder"):
-        if name not in runner.manifest.graphs:
+        graph = runner.manifest.graphs.get(name)
+        if graph is None:
             continue
-        session = runner.graphs.session(name)
-        feeds = {i.name: _feed(i, s.rng) for i in session.get_inputs()}
+        feeds = {key: _feed(key, shape, s.rng) for key, shape in graph.inputs.items()}
         if name == "vae_encoder":
             feeds["measurement"] = s.y
-        s.record(backend, name, time_calls(lambda ses=session, f=feeds: ses.run(None, f),
+        s.record(backend, name, time_calls(lambda n=name, f=feeds: runner.graphs.run(n, **f),
                                            config.warmup, config.reps))
     arrays = [t.numpy() for t in s.step_inputs]
     s.step_calls[backend] = runner.graphs.single_step(
@@ -423,14 +429,15 @@ def _time_bundle(backend: str, s: _Shared) -> float | None:
     return export_s
 
 
-def _feed(info, rng):
-    if info.name == "timestep":
+def _feed(name: str, shape: list[int], rng) -> np.ndarray:
+    """A plausible value for graph input ``name`` of ``shape`` (bench timings)."""
+    if name == "timestep":
         return np.array([500.0], np.float32)
-    if info.name == "coefficients":
+    if name == "coefficients":
         return np.array([1.2, -0.6, 0.1, 0.9, 0.05], np.float32)
-    if info.name in ("eta", "sigma_y", "cfg_scale"):
+    if name in ("eta", "sigma_y", "cfg_scale"):
         return np.array([0.5], np.float32)
-    return rng.standard_normal(info.shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def _interleaved(calls: dict, warmup: int, reps: int, settle: bool = True,

@@ -119,7 +119,9 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 
 def run_scaling(config: ScalingConfig) -> dict:
     """Sweep sizes × batches × backends (rounds in that order, backends adjacent); returns the
-    JSON-ready result (schema above). Bundles for ``ort`` are exported first (cached)."""
+    JSON-ready result (schema above). Bundles for the bundle backends (``ort``,
+    ``openvino``…) are exported first (cached)."""
+    from ..backends import BUNDLE_BACKENDS
     from ..degradations import get_degradation
     from ..provenance import package_versions
     from .timing import machine_info
@@ -127,7 +129,8 @@ def run_scaling(config: ScalingConfig) -> dict:
     config.validate()
     for size in config.sizes:
         get_degradation(config.task).check_size(size)
-    bundles = _export_bundles(config) if "ort" in config.backends else {}
+    bundle_backends = set(config.backends) & set(BUNDLE_BACKENDS)
+    bundles = _export_bundles(config) if bundle_backends else {}
     points, failed = [], bundles.pop("failed", {})
     jobs = [(b, s, n, "step") for s in config.sizes for n in config.batches
             for b in config.backends]
@@ -135,12 +138,12 @@ def run_scaling(config: ScalingConfig) -> dict:
         jobs += [(b, s, 1, "restore") for s in config.sizes for b in config.backends]
     for backend, size, batch, what in jobs:
         key = f"{backend} {size}x{batch}" + (" restore" if what == "restore" else "")
-        if backend == "ort" and (size, batch) not in bundles:
+        if backend in bundle_backends and (size, batch) not in bundles:
             continue  # its export failed, recorded under failed
         spec = {**{k: v for k, v in asdict(config).items()
                    if k in ("model", "task", "arch", "reps", "warmup", "threads", "steps")},
                 "backend": backend, "size": size, "batch": batch, "what": what,
-                "bundle": str(bundles.get((size, batch), ""))}
+                "bundle": str(bundles[(size, batch)]) if backend in bundle_backends else ""}
         _say(config, f"scaling: {key}")
         try:
             point = _run_worker(spec)
@@ -205,8 +208,8 @@ def _run_worker(spec: dict) -> dict:
 def _worker(spec: dict) -> dict:
     stages = _Stages()
     stages.mark("interpreter")
-    if spec["backend"] == "ort":
-        call, extra = _ort_point(spec, stages)
+    if spec["bundle"]:
+        call, extra = _bundle_point(spec, stages)
     else:
         call, extra = _torch_point(spec, stages)
     for _ in range(spec["warmup"] if spec["what"] == "step" else 1):
@@ -226,10 +229,13 @@ def _worker(spec: dict) -> dict:
             "peak_rss_mib": stages.peak, "stages_mib": stages.rows, **extra}
 
 
-def _ort_point(spec, stages):
+def _bundle_point(spec, stages):
+    """``ort``, ``openvino`` or ``openvino-bf16`` on the point's bundle."""
     from silo_rt.runtime import BundleRunner
 
-    runner = BundleRunner(spec["bundle"], threads=spec["threads"], verify=False)
+    backend, _, precision = spec["backend"].partition("-")
+    runner = BundleRunner(spec["bundle"], backend=backend, threads=spec["threads"],
+                          precision=precision or None, verify=False)
     m = runner.manifest
     stages.mark("import + manifest")
     rng = np.random.default_rng(0)
@@ -239,10 +245,10 @@ def _ort_point(spec, stages):
     latent = m.latent_shape
     z, noise, w = (rng.standard_normal(latent).astype(np.float32) for _ in range(3))
     coefficients = np.array([1.2, -0.6, 0.1, 0.9, 0.05], np.float32)
-    runner.graphs.session(runner.graphs.step_graph)
+    call = runner.graphs.single_step(z, w, runner.context, 500.0, coefficients, noise, 0.5,
+                                     0.02)  # loads the step graph
     stages.mark("step session")
-    return runner.graphs.single_step(z, w, runner.context, 500.0, coefficients, noise,
-                                     0.5, 0.02), {}
+    return call, {}
 
 
 def _torch_point(spec, stages):

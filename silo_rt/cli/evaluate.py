@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..backends import AUTO, RUNNER_BACKENDS
 from ..degradations import task_names
 from .group import cli
 from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS
@@ -22,7 +23,11 @@ from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS
               help="existing folder for TASK.json and TASK-grid.png")
 @click.option("--sigma-y", type=SIGMA_Y, default=None, help=SIGMA_HELP)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="restoration seed")
-@click.option("--threads", type=THREADS, default=None, help="ONNX Runtime threads")
+@click.option("--threads", type=THREADS, default=None, help="ONNX Runtime / OpenVINO threads")
+@click.option("--backend", type=click.Choice((AUTO, *RUNNER_BACKENDS)), default="ort",
+              show_default=True, help="how the bundle runs (as restore --backend)")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="the bundle step's precision (as restore --precision)")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="use only the first N images")
 @click.option("--steps", type=STEPS, default=None,
@@ -45,8 +50,8 @@ from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS
               help="the bundle's prior (diffusers folder or hub id) for --methods")
 @click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
               help="the bundle's operator for --methods")
-def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps, methods, omega,
-             gamma, metrics_weights, model, operator_path):
+def evaluate(bundle, task, data, out, sigma_y, seed, threads, backend, precision, limit, steps,
+             methods, omega, gamma, metrics_weights, model, operator_path):
     """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness, seconds) on clean
     images against a simple baseline (bicubic for sr, a biharmonic fill for ip) and, with
     --methods, against LDPS, GML-DPS and PSLD on the same prior."""
@@ -68,9 +73,11 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, limit, steps, meth
     report = evaluate_bundle(bundle, data, out, sigma_y, seed, threads, limit, progress, steps,
                              methods=chosen, reference=reference,
                              baseline_weights=BaselineWeights(omega, gamma),
-                             metrics_weights=metrics_weights)
+                             metrics_weights=metrics_weights, backend=backend,
+                             precision=precision)
     m = report["mean"]
-    click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps)")
+    click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps, "
+               f"backend {report['backend']})")
     click.echo(f"{'method':<23}{'PSNR dB':>9}{'SSIM':>8}{'sharpness':>11}{'CPSNR':>8}"
                f"{'s/image':>9}")
     names = {"silo": "SILO", "silo_keep_measured": "SILO, --keep-measured",

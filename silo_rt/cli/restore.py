@@ -79,9 +79,10 @@ class RestoreRequest:
                    "CUDA graph (both need --model/--operator); ort = ONNX Runtime, trt = "
                    "TensorRT with CUDA graphs (both run a --bundle); auto = with a bundle, "
                    "TensorRT when usable, else ONNX Runtime; without one, torch")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default=None,
-              help="precision of a bundle's step: fp16 needs a bundle exported with "
-                   "--precision fp16  [default: fp16 with trt, fp32 with ort]")
+@click.option("--precision", type=click.Choice(["fp16", "fp32", "bf16"]), default=None,
+              help="precision of a bundle's step: fp16 (trt, or ort on a bundle exported "
+                   "with --precision fp16), bf16 (openvino on CPUs with AMX/AVX512-BF16; not "
+                   "fp32 parity)  [default: fp16 with trt, else fp32]")
 @click.option("--threads", type=THREADS, default=None,
               help="CPU threads for ONNX Runtime [default: all cores]")
 @click.option("--steps", type=STEPS, default=None,

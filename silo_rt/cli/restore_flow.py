@@ -61,9 +61,10 @@ def restore_image(request: RestoreRequest) -> None:
 
 
 def wants_demo(request: RestoreRequest) -> bool:
-    """Given no bundle, model nor operator, ONNX Runtime (auto or ort) runs the embedded demo."""
+    """Given no bundle, model nor operator, a CPU bundle backend (auto, ort, openvino) runs the
+    embedded demo."""
     return (request.bundle is None and request.model is None
-            and request.operator_path is None and request.backend in ("auto", "ort"))
+            and request.operator_path is None and request.backend in ("auto", "ort", "openvino"))
 
 
 def choose_backend(request: RestoreRequest) -> str:

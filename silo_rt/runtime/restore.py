@@ -39,12 +39,13 @@ class BundleRunner:
 
     Args:
         bundle: the bundle folder written by ``silo-rt export``.
-        backend: ``ort`` (ONNX Runtime), ``trt`` (TensorRT, CUDA graphs) or ``auto``
-            (TensorRT when usable, else ONNX Runtime with CUDA when present, else CPU).
-        providers, threads: passed to :class:`~.ort_backend.OrtGraphs`.
-        precision: ``fp16`` or ``fp32`` step (None: fp16 with TensorRT, fp32 with ONNX
-            Runtime, whose CPU kernels are fastest in fp32); fp16 needs a bundle exported
-            with ``--precision fp16``.
+        backend: ``ort`` (ONNX Runtime), ``openvino`` (CPU), ``trt`` (TensorRT, CUDA
+            graphs) or ``auto``: TensorRT when usable, else ONNX Runtime with CUDA when
+            present, else the fastest CPU backend that agrees with ONNX Runtime on this
+            bundle (:mod:`.backend_choice`; :attr:`label` says which and why).
+        providers, threads: passed to the ONNX Runtime / OpenVINO graphs.
+        precision: ``fp16``, ``fp32`` or ``bf16`` step (None: fp16 with TensorRT, else
+            fp32); fp16 needs a bundle exported with ``--precision fp16``, bf16 OpenVINO.
         verify: check every file's sha256 against the manifest first.
         log: progress lines (e.g. TensorRT engine builds on first use).
     """
@@ -57,15 +58,34 @@ class BundleRunner:
                             f"{', '.join((AUTO, *RUNNER_BACKENDS))}")
         self.path = Path(bundle)
         self.manifest = load_manifest(self.path, verify=verify)
-        if backend == AUTO:
-            backend = "trt" if tensorrt_available() else "ort"
+        if backend == AUTO and tensorrt_available():
+            backend = "trt"
+        elif backend == AUTO and precision in ("fp16", "bf16"):  # the one CPU backend for each
+            backend = "ort" if precision == "fp16" else "openvino"
         self.graphs: GraphBackend
-        if backend == "trt":
+        if backend == AUTO:
+            from .backend_choice import choose_cpu_backend
+
+            backend, self.graphs, why = choose_cpu_backend(self.path, self.manifest, threads,
+                                                           providers, log)
+            self.label = f"auto: {why}"
+        elif backend == "trt":
             from .tensorrt_backend import TrtGraphs
+
+            if precision == "bf16":
+                raise SiloError("TensorRT runs a bundle's fp16 or fp32 step, not bf16")
 
             self.graphs = TrtGraphs(self.path, self.manifest, precision or "fp16", log=log)
             self.label = f"trt ({self.graphs.key.describe()})"
+        elif backend == "openvino":
+            from .openvino_backend import OpenVinoGraphs
+
+            self.graphs = OpenVinoGraphs(self.path, self.manifest, threads, precision or "fp32")
+            self.label = f"openvino ({self.graphs.precision})"
         else:
+            if precision not in (None, "fp32", "fp16"):
+                raise SiloError(f"ONNX Runtime runs a bundle's fp32 or fp16 step, not "
+                                f"{precision} (bf16: --backend openvino)")
             self.graphs = OrtGraphs(self.path, self.manifest, providers, threads,
                                     precision or "fp32")
             self.label = f"ort ({self.graphs.providers[0]})"

@@ -1,0 +1,206 @@
+"""What ``--backend auto`` runs a bundle with on a CPU: the fastest backend installed here
+whose guided step agrees with ONNX Runtime's on this bundle.
+
+ONNX Runtime is the CPU backend the parity tests hold to the PyTorch reference. Another
+(OpenVINO, when installed) is used only after it passed a check on this machine: one step of
+the bundle's own ``step`` graph, run by both, must agree, and so must the step's guidance part
+(the difference η makes), which is where a wrong gradient shows; then the faster of the two
+wins. The verdict is cached per bundle, machine and library versions in
+``$XDG_CACHE_HOME/silo-rt/auto-backend.json`` (``~/.cache`` by default), so only the first
+restoration pays for the check. bf16 is never chosen here: it is not fp32 parity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle_format import Manifest
+from ..errors import SiloError
+from .ort_backend import OrtGraphs
+
+Z_TOLERANCE = 1e-4
+"""Relative difference allowed in one step's ``z_prev`` (fp32 backends agree to ~1e-7)."""
+GUIDANCE_TOLERANCE = 1e-2
+"""... and in its guidance part, a small difference of large terms (OpenVINO with shared
+conv weights was 26 % off while ``z_prev`` was within 1 %)."""
+TIMED_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking ``candidate`` against ONNX Runtime on one bundle."""
+
+    candidate: str
+    parity: bool
+    z_rel: float
+    guidance_rel: float
+    candidate_ms: float
+    ort_ms: float
+    checked: str
+
+    @property
+    def use_candidate(self) -> bool:
+        return self.parity and self.candidate_ms < self.ort_ms
+
+    def describe(self) -> str:
+        speed = f"{self.candidate_ms:.0f} vs {self.ort_ms:.0f} ms per step"
+        if not self.parity:
+            return (f"ort ({self.candidate} disagrees with ONNX Runtime on this bundle: step "
+                    f"{self.z_rel:.1e}, guidance {self.guidance_rel:.1e} relative)")
+        chosen = self.candidate if self.use_candidate else "ort"
+        return (f"{chosen} (checked {self.checked}: {self.candidate} {speed} of ort; "
+                f"step agrees to {self.z_rel:.1e})")
+
+
+def cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "silo-rt" / "auto-backend.json"
+
+
+def _cpu() -> str:
+    """This CPU, as precisely as a key needs: model name and id, core count."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if len(fields) == 3:
+                    break
+    except OSError:
+        fields["processor"] = platform.processor() or platform.machine()
+    return " / ".join(fields.values()) + f" / {os.cpu_count()} cpus"
+
+
+def _key(manifest: Manifest, candidate: str, threads: int | None) -> str:
+    import onnxruntime
+    import openvino
+
+    step_hash = manifest.files.get(manifest.graphs["step"].file, "unhashed")
+    return " | ".join((step_hash, candidate, f"openvino {openvino.__version__}",
+                       f"onnxruntime {onnxruntime.__version__}", _cpu(),
+                       f"threads {threads or 'default'}"))
+
+
+def _load_cache() -> dict:
+    try:
+        cached = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: check again
+    return cached if isinstance(cached, dict) else {}
+
+
+def _store(key: str, verdict: Verdict) -> None:
+    path = cache_file()
+    cached = _load_cache()
+    cached[key] = asdict(verdict)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(cached, indent=1))
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a read-only home: the check is simply made again next time
+
+
+def _probe_inputs(bundle: Path, manifest: Manifest) -> dict:
+    """One step's inputs: fixed random latents, the middle of the bundle's schedule."""
+    rng = np.random.default_rng(0)
+    shape = tuple(manifest.latent_shape)
+    middle = len(manifest.schedule.timesteps) // 2
+    return dict(z=rng.standard_normal(shape, dtype=np.float32),
+                w=rng.standard_normal(shape, dtype=np.float32),
+                context=np.load(bundle / manifest.context.file, allow_pickle=False)
+                .astype(np.float32),
+                timestep=np.array([manifest.schedule.timesteps[middle]], np.float32),
+                coefficients=np.asarray(manifest.schedule.coefficients[middle], np.float32),
+                noise=rng.standard_normal(shape, dtype=np.float32),
+                sigma_y=manifest.sigma_y,
+                cfg_scale=manifest.cfg_scale if manifest.cfg_scale > 1.0 else None)
+
+
+def _one_step(graphs, inputs: dict, eta: float):
+    """A callable running one step with ``eta``, and its ``z_prev``."""
+    call = graphs.single_step(inputs["z"], inputs["w"], inputs["context"], inputs["timestep"],
+                              inputs["coefficients"], inputs["noise"], eta, inputs["sigma_y"],
+                              inputs["cfg_scale"])
+    z_prev = graphs.run("step", z_t=inputs["z"], timestep=inputs["timestep"],
+                        coefficients=inputs["coefficients"], noise=inputs["noise"],
+                        w=inputs["w"], eta=np.array([eta]), context=inputs["context"],
+                        sigma_y=np.array([inputs["sigma_y"]]),
+                        **({} if inputs["cfg_scale"] is None
+                           else {"cfg_scale": np.array([inputs["cfg_scale"]])}))[0]
+    return call, z_prev
+
+
+def check_candidate(candidate_graphs, ort_graphs: OrtGraphs, bundle: Path,
+                    manifest: Manifest, name: str) -> Verdict:
+    """Run one step on both, compare (the step and its guidance part), time both."""
+    inputs = _probe_inputs(bundle, manifest)
+    eta = manifest.eta if manifest.eta > 0 else 1.0
+    results = {}
+    for label, graphs in (("candidate", candidate_graphs), ("ort", ort_graphs)):
+        call, z = _one_step(graphs, inputs, eta)
+        _, z_without = _one_step(graphs, inputs, 0.0)
+        results[label] = (call, z, z - z_without)
+
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+    z_rel = rel(results["candidate"][1], results["ort"][1])
+    guidance_rel = rel(results["candidate"][2], results["ort"][2])
+    times = {label: [] for label in results}
+    for _ in range(TIMED_STEPS):  # interleaved, so the machine's drift hits both alike
+        for label, (call, _, _) in results.items():
+            start = time.perf_counter()
+            call()
+            times[label].append(time.perf_counter() - start)
+    return Verdict(name, z_rel <= Z_TOLERANCE and guidance_rel <= GUIDANCE_TOLERANCE,
+                   z_rel, guidance_rel, float(np.median(times["candidate"]) * 1e3),
+                   float(np.median(times["ort"]) * 1e3), time.strftime("%Y-%m-%d"))
+
+
+def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = None,
+                       providers: list[str] | None = None, log=lambda line: None):
+    """``(name, graphs, line)``: the backend ``auto`` runs the bundle with on this CPU, its
+    opened graphs, and one line saying which and why."""
+    from .openvino_backend import OpenVinoGraphs, openvino_available
+
+    ort_graphs = OrtGraphs(bundle, manifest, providers, threads)
+    if ort_graphs.device != "cpu":
+        return "ort", ort_graphs, f"ort ({ort_graphs.providers[0]})"
+    if not openvino_available():
+        return "ort", ort_graphs, "ort (OpenVINO is not installed)"
+    key = _key(manifest, "openvino", threads)
+    cached = _load_cache().get(key)
+    verdict = None
+    if cached is not None:
+        try:
+            verdict = Verdict(**cached)
+        except TypeError:
+            verdict = None  # an older record: check again
+    if verdict is not None and not verdict.use_candidate:
+        return "ort", ort_graphs, verdict.describe()
+    try:
+        candidate = OpenVinoGraphs(bundle, manifest, threads)
+        if verdict is None:
+            log("auto: checking OpenVINO against ONNX Runtime on this bundle (once per "
+                "machine)")
+            verdict = check_candidate(candidate, ort_graphs, bundle, manifest, "openvino")
+            _store(key, verdict)
+    except SiloError as exc:
+        return "ort", ort_graphs, f"ort (OpenVINO cannot run this bundle: {exc})"
+    if verdict.use_candidate:
+        ort_graphs.close()
+        return "openvino", candidate, verdict.describe()
+    candidate.close()
+    return "ort", ort_graphs, verdict.describe()
