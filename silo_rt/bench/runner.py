@@ -247,7 +247,7 @@ def run_bench(config: BenchConfig) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_info(),
         "versions": package_versions(("silo-rt", "torch", "diffusers", "onnx",
-                                     "onnxruntime")),
+                                     "onnxruntime", "openvino")),
         "config": {**{k: (str(v) if isinstance(v, Path) else v)
                       for k, v in asdict(config).items() if k != "log"},
                    "image_size": image_size, "operator_label": operator_label,

@@ -156,7 +156,7 @@ def run_scaling(config: ScalingConfig) -> dict:
         _say(config, f"  {point['median_ms']:.1f} ms, peak RSS {point['peak_rss_mib']:.0f} MiB")
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": machine_info(),
-            "versions": package_versions(("silo-rt", "torch", "onnxruntime")),
+            "versions": package_versions(("silo-rt", "torch", "onnxruntime", "openvino")),
             "config": {k: (str(v) if isinstance(v, Path) else v)
                        for k, v in asdict(config).items() if k != "log"},
             "points": points, "failed": failed}

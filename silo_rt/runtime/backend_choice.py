@@ -81,12 +81,13 @@ def _cpu() -> str:
     return " / ".join(fields.values()) + f" / {os.cpu_count()} cpus"
 
 
-def _key(manifest: Manifest, candidate: str, threads: int | None) -> str:
+def _key(bundle: Path, manifest: Manifest, candidate: str, threads: int | None) -> str:
     import onnxruntime
     import openvino
 
-    step_hash = manifest.files.get(manifest.graphs["step"].file, "unhashed")
-    return " | ".join((step_hash, candidate, f"openvino {openvino.__version__}",
+    step_file = manifest.graphs["step"].file
+    step = manifest.files.get(step_file) or f"{Path(bundle).resolve() / step_file} (unhashed)"
+    return " | ".join((step, candidate, f"openvino {openvino.__version__}",
                        f"onnxruntime {onnxruntime.__version__}", _cpu(),
                        f"threads {threads or 'default'}"))
 
@@ -180,7 +181,7 @@ def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = N
         return "ort", ort_graphs, f"ort ({ort_graphs.providers[0]})"
     if not openvino_available():
         return "ort", ort_graphs, "ort (OpenVINO is not installed)"
-    key = _key(manifest, "openvino", threads)
+    key = _key(bundle, manifest, "openvino", threads)
     cached = _load_cache().get(key)
     verdict = None
     if cached is not None:

@@ -21,6 +21,7 @@ from ..backends import StepCallback
 from ..bundle_format import Manifest
 from ..errors import SiloError
 from .finite import check_losses
+from .ort_backend import _release_freed_heap
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -127,6 +128,8 @@ class OpenVinoGraphs:
                 raise SiloError(f"OpenVINO cannot load {graph.file}: "
                                 f"{str(exc).strip().splitlines()[0]}") from None
             self._requests[name] = compiled.create_infer_request()
+            del model, compiled  # the request keeps what it needs
+            _release_freed_heap()  # the parsed ONNX model and compile-time copies
         return self._requests[name]
 
     def close(self) -> None:
