@@ -86,7 +86,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
 )}
 
 AUTO = "auto"
-"""restore's default: TensorRT when usable with a bundle, else ONNX Runtime; without a
+"""restore's default: TensorRT when usable with a bundle, else the fastest CPU backend that
+agrees with ONNX Runtime on the bundle (:mod:`silo_rt.runtime.backend_choice`); without a
 bundle, the PyTorch reference."""
 
 

@@ -252,3 +252,12 @@ def demo_measurement(folder):
     path = folder / "y.png"
     write_image(path, np.random.default_rng(4).uniform(-1, 1, (1, 3, 16, 16)))
     return path
+
+
+def test_openvino_bf16_is_refused_where_the_cpu_lacks_it(demo, ov, monkeypatch):
+    from silo_rt.errors import SiloError
+    from silo_rt.runtime import openvino_backend
+
+    monkeypatch.setattr(openvino_backend, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(SiloError, match="no native bf16"):
+        openvino_backend.OpenVinoGraphs(demo[0], demo[1], precision="bf16")

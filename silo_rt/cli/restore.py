@@ -76,9 +76,11 @@ class RestoreRequest:
 @time_input_option
 @click.option("--backend", type=click.Choice(RESTORE_CHOICES), default=AUTO, show_default=True,
               help="torch = PyTorch reference on the CPU, torch-cuda = the same on a GPU with a "
-                   "CUDA graph (both need --model/--operator); ort = ONNX Runtime, trt = "
-                   "TensorRT with CUDA graphs (both run a --bundle); auto = with a bundle, "
-                   "TensorRT when usable, else ONNX Runtime; without one, torch")
+                   "CUDA graph (both need --model/--operator); ort = ONNX Runtime, openvino = "
+                   "OpenVINO (CPU), trt = TensorRT with CUDA graphs (these run a --bundle); "
+                   "auto = with a bundle, TensorRT when usable, else the faster of ort and "
+                   "openvino where openvino agrees with ort on the bundle (checked once, "
+                   "cached); without one, torch")
 @click.option("--precision", type=click.Choice(["fp16", "fp32", "bf16"]), default=None,
               help="precision of a bundle's step: fp16 (trt, or ort on a bundle exported "
                    "with --precision fp16), bf16 (openvino on CPUs with AMX/AVX512-BF16; not "

@@ -87,9 +87,13 @@ def trace_step(step: torch.nn.Module, inputs) -> torch.fx.GraphModule:
     def step_fn(*args):
         return step(*args)
 
+    # Fake tensors: the trace computes no activations (a real trace of the sd15 step at
+    # 512 px peaked at 18.7 GiB, this one at ~5). The weights, real tensors the step closes
+    # over, become the graph's constants by reference.
     with sdpa_kernel([SDPBackend.MATH]), export_attention(step):
         graph = make_fx(functionalize(step_fn, remove="mutations"),
-                        decomposition_table=gradient_decompositions())(*inputs)
+                        decomposition_table=gradient_decompositions(), tracing_mode="fake",
+                        _allow_non_fake_inputs=True)(*inputs)
     leftovers = {str(n.target) for n in graph.graph.nodes
                  if n.op == "call_function" and "backward" in str(n.target)}
     if leftovers:

@@ -100,6 +100,9 @@ class OpenVinoGraphs:
         except ImportError:
             raise SiloError("the openvino backend needs OpenVINO: "
                             "pip install 'silo-rt[openvino]'") from None
+        if precision == "bf16" and not cpu_has_native_bf16():
+            raise SiloError("this CPU has no native bf16 (AMX or AVX512-BF16), where OpenVINO "
+                            "would run fp32 anyway: use --precision fp32")
         self.manifest = manifest
         self.precision = precision
         self.step_graph = "step"
