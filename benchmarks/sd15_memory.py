@@ -5,6 +5,7 @@ between stages), as ``silo-rt bench --sizes`` does:
 
     python benchmarks/sd15_memory.py export  BUNDLE   # sr8, 512 px, 999-step schedule
     python benchmarks/sd15_memory.py restore BUNDLE [--backend ort|openvino] [--steps 2]
+    python benchmarks/sd15_memory.py torch   -      [--steps 2]   # PyTorch eager, the peer
 
 The prior is ``sd15-random``: Stable Diffusion 1.5's architecture with random weights (a
 test and benchmark model, no download). Prints one JSON line.
@@ -65,15 +66,44 @@ def restore(bundle: str, backend: str, steps: int) -> dict:
             "seconds": round(seconds, 1), "peak_mib": stages.peak, "stages_mib": stages.rows}
 
 
+def torch_restore(steps: int) -> dict:
+    import torch
+
+    from silo_rt.operators import OperatorConfig, build_operator
+    from silo_rt.prior import load_prior
+    from silo_rt.sampler import SamplingOptions
+    from silo_rt.sampler import restore as silo_restore
+
+    torch.set_num_threads(2)
+    stages = _Stages()
+    stages.mark("interpreter + imports")
+    prior = load_prior("sd15-random")
+    operator = build_operator(OperatorConfig.for_prior(prior, "cnn", "sr8"))
+    operator = operator.eval().requires_grad_(False)
+    stages.mark("prior + operator")
+    y = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64))).float()
+    start = time.perf_counter()
+    x = silo_restore(prior, operator, y, SamplingOptions("sr8", steps=steps))
+    seconds = time.perf_counter() - start
+    stages.mark(f"restoration ({steps} steps)")
+    assert torch.isfinite(x).all()
+    return {"what": "restore", "backend": "torch (eager)", "steps": steps,
+            "seconds": round(seconds, 1), "peak_mib": stages.peak, "stages_mib": stages.rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("export", "restore"))
+    parser.add_argument("what", choices=("export", "restore", "torch"))
     parser.add_argument("bundle")
     parser.add_argument("--backend", default="ort")
     parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
-    result = (export(args.bundle) if args.what == "export"
-              else restore(args.bundle, args.backend, args.steps))
+    if args.what == "export":
+        result = export(args.bundle)
+    elif args.what == "torch":
+        result = torch_restore(args.steps)
+    else:
+        result = restore(args.bundle, args.backend, args.steps)
     print(json.dumps(result))
 
 

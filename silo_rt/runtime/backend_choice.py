@@ -5,7 +5,10 @@ ONNX Runtime is the CPU backend the parity tests hold to the PyTorch reference. 
 (OpenVINO, when installed) is used only after it passed a check on this machine: one step of
 the bundle's own ``step`` graph, run by both, must agree, and so must the step's guidance part
 (the difference η makes), which is where a wrong gradient shows; then the faster of the two
-wins. The verdict is cached per bundle, machine and library versions in
+wins (median of three steps each, one backend after the other). Speed only: on sd15-random
+OpenVINO's restoration peaks higher (18.4 vs 13.1 GiB, ``benchmarks/README.md``).
+
+The verdict is cached per bundle, machine and library versions in
 ``$XDG_CACHE_HOME/silo-rt/auto-backend.json`` (``~/.cache`` by default), so only the first
 restoration pays for the check. bf16 is never chosen here: it is not fp32 parity.
 """
@@ -27,9 +30,10 @@ from .ort_backend import OrtGraphs
 
 Z_TOLERANCE = 1e-4
 """Relative difference allowed in one step's ``z_prev`` (fp32 backends agree to ~1e-7)."""
-GUIDANCE_TOLERANCE = 1e-2
-"""... and in its guidance part, a small difference of large terms (OpenVINO with shared
-conv weights was 26 % off while ``z_prev`` was within 1 %)."""
+GUIDANCE_TOLERANCE = 5e-2
+"""... and in its guidance part, a small difference of large terms: a correct OpenVINO
+step was 1.4e-6 off on the demo and 9.4e-3 on random-weight ``small`` (whose guidance is
+0.3 % of the step), the one with wrongly shared conv weights 0.26."""
 TIMED_STEPS = 3
 
 
@@ -145,29 +149,35 @@ def _one_step(graphs, inputs: dict, eta: float):
 
 def check_candidate(candidate_graphs, ort_graphs: OrtGraphs, bundle: Path,
                     manifest: Manifest, name: str) -> Verdict:
-    """Run one step on both, compare (the step and its guidance part), time both."""
+    """Run one step on both, compare (the step and its guidance part), time both.
+
+    One backend at a time: ONNX Runtime's step is measured and its sessions closed before
+    the candidate's graph is loaded, so the check never holds two copies of a large model
+    (sd15's step: ~6.5 GiB in ONNX Runtime, more in OpenVINO).
+    """
     inputs = _probe_inputs(bundle, manifest)
     eta = manifest.eta if manifest.eta > 0 else 1.0
     results = {}
-    for label, graphs in (("candidate", candidate_graphs), ("ort", ort_graphs)):
+    for label, graphs in (("ort", ort_graphs), ("candidate", candidate_graphs)):
         call, z = _one_step(graphs, inputs, eta)
         _, z_without = _one_step(graphs, inputs, 0.0)
-        results[label] = (call, z, z - z_without)
+        timed = []
+        for _ in range(TIMED_STEPS):
+            start = time.perf_counter()
+            call()
+            timed.append(time.perf_counter() - start)
+        del call
+        graphs.close()
+        results[label] = (z, z - z_without, float(np.median(timed) * 1e3))
 
     def rel(a, b):
         return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
-    z_rel = rel(results["candidate"][1], results["ort"][1])
-    guidance_rel = rel(results["candidate"][2], results["ort"][2])
-    times = {label: [] for label in results}
-    for _ in range(TIMED_STEPS):  # interleaved, so the machine's drift hits both alike
-        for label, (call, _, _) in results.items():
-            start = time.perf_counter()
-            call()
-            times[label].append(time.perf_counter() - start)
+    z_rel = rel(results["candidate"][0], results["ort"][0])
+    guidance_rel = rel(results["candidate"][1], results["ort"][1])
     return Verdict(name, z_rel <= Z_TOLERANCE and guidance_rel <= GUIDANCE_TOLERANCE,
-                   z_rel, guidance_rel, float(np.median(times["candidate"]) * 1e3),
-                   float(np.median(times["ort"]) * 1e3), time.strftime("%Y-%m-%d"))
+                   z_rel, guidance_rel, results["candidate"][2], results["ort"][2],
+                   time.strftime("%Y-%m-%d"))
 
 
 def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = None,
