@@ -11,18 +11,23 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _private_cache(tmp_path_factory):
-    """Caches (``--backend auto``'s verdicts) go to a folder of this run, also for the
-    commands the tests start, never to the user's ``~/.cache``."""
+def _private_cache_and_pinned_auto(tmp_path_factory):
+    """Caches go to a folder of this run, never to the user's ``~/.cache``; and ``--backend
+    auto`` runs ONNX Runtime on a CPU (its timing-dependent choice would make tests that
+    compare outputs depend on the machine). Also for the commands the tests start.
+    ``tests/test_cpu_backends.py`` unpins it to test the choice itself."""
     import os
 
-    previous = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    settings = {"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache")),
+                "SILO_RT_AUTO_CPU": "ort"}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     yield
-    if previous is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 TOLERANCES = {
     # What "equal" means in these tests, by the arithmetic of the comparison (as kornia's

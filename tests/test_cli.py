@@ -277,8 +277,8 @@ def test_cause7_an_error_under_a_progress_bar_gets_its_own_line(measurement, tmp
 
     monkeypatch.setattr(OrtGraphs, "run_steps", fail_after_one_step)
     out = tmp_path / "x.png"
-    code, _, err = run(["restore", measurement, "--bundle", _demo(), "--steps", "3", "--out",
-                        out], capsys)
+    code, _, err = run(["restore", measurement, "--bundle", _demo(), "--backend", "ort",
+                        "--steps", "3", "--out", out], capsys)
     assert code == 2 and "1/3" in err and not out.exists()
     assert err.endswith("\nerror: step 2 failed\n")  # on its own line, nothing redrawn after
 

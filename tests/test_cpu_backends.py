@@ -165,6 +165,7 @@ def test_auto_checks_openvino_once_and_caches_the_verdict(demo, ov, tmp_path, mo
     from silo_rt.runtime import BundleRunner, backend_choice
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("SILO_RT_AUTO_CPU")  # conftest pins auto; this tests the choice
     bundle, _, _ = demo
     first = BundleRunner(bundle, backend="auto", threads=1)
     assert first.backend in ("ort", "openvino")
@@ -189,6 +190,7 @@ def test_auto_keeps_onnx_runtime_when_the_candidate_disagrees(demo, ov, tmp_path
     from silo_rt.runtime.openvino_backend import OpenVinoGraphs
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("SILO_RT_AUTO_CPU")
     exact = OpenVinoGraphs.run
 
     def slightly_wrong(self, name, **inputs):
@@ -210,6 +212,7 @@ def test_auto_without_openvino_says_so(demo, monkeypatch):
     from silo_rt.runtime import BundleRunner, openvino_backend
 
     monkeypatch.setattr(openvino_backend, "openvino_available", lambda: False)
+    monkeypatch.delenv("SILO_RT_AUTO_CPU")
     runner = BundleRunner(demo[0], backend="auto", threads=1)
     assert (runner.backend, runner.label) == ("ort", "auto: ort (OpenVINO is not installed)")
 
@@ -261,3 +264,16 @@ def test_openvino_bf16_is_refused_where_the_cpu_lacks_it(demo, ov, monkeypatch):
     monkeypatch.setattr(openvino_backend, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(SiloError, match="no native bf16"):
         openvino_backend.OpenVinoGraphs(demo[0], demo[1], precision="bf16")
+
+
+def test_auto_can_be_pinned(demo, ov, monkeypatch):
+    from silo_rt.errors import SiloError
+    from silo_rt.runtime import BundleRunner
+
+    monkeypatch.setenv("SILO_RT_AUTO_CPU", "openvino")
+    runner = BundleRunner(demo[0], backend="auto", threads=1)
+    assert (runner.backend, runner.label) == ("openvino",
+                                              "auto: openvino (SILO_RT_AUTO_CPU=openvino)")
+    monkeypatch.setenv("SILO_RT_AUTO_CPU", "fastest")
+    with pytest.raises(SiloError, match="SILO_RT_AUTO_CPU=fastest: choose ort or openvino"):
+        BundleRunner(demo[0], backend="auto")

@@ -290,7 +290,7 @@ def test_runtime_restores_without_torch(exported, tmp_path):
                              str(exported["bundle"]), "--seed", "4", "--out", str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "backend: ort (CPUExecutionProvider)" in result.stderr
+    assert "backend: auto: ort (SILO_RT_AUTO_CPU=ort)" in result.stderr  # conftest pins it
     assert Image.open(out).size == (64, 64)
 
 

@@ -11,6 +11,7 @@ OpenVINO's restoration peaks higher (18.4 vs 13.1 GiB, ``benchmarks/README.md``)
 The verdict is cached per bundle, machine and library versions in
 ``$XDG_CACHE_HOME/silo-rt/auto-backend.json`` (``~/.cache`` by default), so only the first
 restoration pays for the check. bf16 is never chosen here: it is not fp32 parity.
+``SILO_RT_AUTO_CPU=ort|openvino`` pins the choice instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import time
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +37,9 @@ GUIDANCE_TOLERANCE = 5e-2
 step was 1.4e-6 off on the demo and 9.4e-3 on random-weight ``small`` (whose guidance is
 0.3 % of the step), the one with wrongly shared conv weights 0.26."""
 TIMED_STEPS = 3
+PIN_VARIABLE = "SILO_RT_AUTO_CPU"
+"""``ort`` or ``openvino``: what ``auto`` runs on a CPU without checking (the same backend
+on every machine, e.g. for outputs that must match across machines)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,33 @@ def _load_cache() -> dict:
     except (OSError, ValueError):
         return {}  # none yet, or unreadable: check again
     return cached if isinstance(cached, dict) else {}
+
+
+def _cached(key: str) -> Verdict | None:
+    record = _load_cache().get(key)
+    try:
+        return None if record is None else Verdict(**record)
+    except TypeError:
+        return None  # a record of another version: check again
+
+
+@contextmanager
+def _checking_alone():
+    """Hold an exclusive lock beside the cache file (none where it cannot be made: then the
+    check may run twice, harmlessly)."""
+    path = cache_file().with_suffix(".lock")
+    with ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(path.open("a"))
+        except OSError:
+            handle = None
+        if handle is not None:
+            with suppress(ImportError, OSError):  # no fcntl (Windows), no flock here
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _store(key: str, verdict: Verdict) -> None:
@@ -186,32 +218,36 @@ def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = N
     opened graphs, and one line saying which and why."""
     from .openvino_backend import OpenVinoGraphs, openvino_available
 
+    pinned = os.environ.get(PIN_VARIABLE, "")
+    if pinned not in ("", "ort", "openvino"):
+        raise SiloError(f"{PIN_VARIABLE}={pinned}: choose ort or openvino (or unset it)")
+    if pinned == "openvino":
+        graphs = OpenVinoGraphs(bundle, manifest, threads)
+        return "openvino", graphs, f"openvino ({PIN_VARIABLE}=openvino)"
     ort_graphs = OrtGraphs(bundle, manifest, providers, threads)
     if ort_graphs.device != "cpu":
         return "ort", ort_graphs, f"ort ({ort_graphs.providers[0]})"
+    if pinned == "ort":
+        return "ort", ort_graphs, f"ort ({PIN_VARIABLE}=ort)"
     if not openvino_available():
         return "ort", ort_graphs, "ort (OpenVINO is not installed)"
     key = _key(bundle, manifest, "openvino", threads)
-    cached = _load_cache().get(key)
-    verdict = None
-    if cached is not None:
-        try:
-            verdict = Verdict(**cached)
-        except TypeError:
-            verdict = None  # an older record: check again
-    if verdict is not None and not verdict.use_candidate:
-        return "ort", ort_graphs, verdict.describe()
     try:
-        candidate = OpenVinoGraphs(bundle, manifest, threads)
-        if verdict is None:
-            log("auto: checking OpenVINO against ONNX Runtime on this bundle (once per "
-                "machine)")
-            verdict = check_candidate(candidate, ort_graphs, bundle, manifest, "openvino")
-            _store(key, verdict)
+        with _checking_alone():  # processes starting together (accelerate) check once
+            verdict = _cached(key)
+            candidate = None
+            if verdict is None or verdict.use_candidate:
+                candidate = OpenVinoGraphs(bundle, manifest, threads)
+            if verdict is None:
+                log("auto: checking OpenVINO against ONNX Runtime on this bundle (once per "
+                    "machine)")
+                verdict = check_candidate(candidate, ort_graphs, bundle, manifest, "openvino")
+                _store(key, verdict)
     except SiloError as exc:
         return "ort", ort_graphs, f"ort (OpenVINO cannot run this bundle: {exc})"
     if verdict.use_candidate:
         ort_graphs.close()
         return "openvino", candidate, verdict.describe()
-    candidate.close()
+    if candidate is not None:
+        candidate.close()
     return "ort", ort_graphs, verdict.describe()
