@@ -28,7 +28,7 @@ import numpy as np
 
 from ..bundle_format import Manifest
 from ..errors import SiloError
-from .ort_backend import OrtGraphs
+from .ort_backend import OrtGraphs, step_constants
 
 Z_TOLERANCE = 1e-4
 """Relative difference allowed in one step's ``z_prev`` (fp32 backends agree to ~1e-7)."""
@@ -172,10 +172,8 @@ def _one_step(graphs, inputs: dict, eta: float):
                               inputs["cfg_scale"])
     z_prev = graphs.run("step", z_t=inputs["z"], timestep=inputs["timestep"],
                         coefficients=inputs["coefficients"], noise=inputs["noise"],
-                        w=inputs["w"], eta=np.array([eta]), context=inputs["context"],
-                        sigma_y=np.array([inputs["sigma_y"]]),
-                        **({} if inputs["cfg_scale"] is None
-                           else {"cfg_scale": np.array([inputs["cfg_scale"]])}))[0]
+                        **step_constants(inputs["w"], inputs["context"], eta,
+                                         inputs["sigma_y"], inputs["cfg_scale"]))[0]
     return call, z_prev
 
 

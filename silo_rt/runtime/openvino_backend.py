@@ -21,7 +21,7 @@ from ..backends import StepCallback
 from ..bundle_format import Manifest
 from ..errors import SiloError
 from .finite import check_losses
-from .ort_backend import _release_freed_heap
+from .ort_backend import release_freed_heap, step_constants
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -132,7 +132,7 @@ class OpenVinoGraphs:
                                 f"{str(exc).strip().splitlines()[0]}") from None
             self._requests[name] = compiled.create_infer_request()
             del model, compiled  # the request keeps what it needs
-            _release_freed_heap()  # the parsed ONNX model and compile-time copies
+            release_freed_heap()  # the parsed ONNX model and compile-time copies
         return self._requests[name]
 
     def close(self) -> None:
@@ -145,19 +145,11 @@ class OpenVinoGraphs:
         return [np.array(request.get_output_tensor(i).data, copy=True)
                 for i in range(len(request.model_outputs))]
 
-    def _constants(self, w, context, eta, sigma_y, cfg_scale) -> dict:
-        """The step inputs that stay fixed over a restoration, as float32 arrays."""
-        constants = {"w": w, "eta": np.array([eta]), "context": context,
-                     "sigma_y": np.array([sigma_y])}
-        if cfg_scale is not None:
-            constants["cfg_scale"] = np.array([cfg_scale])
-        return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in constants.items()}
-
     def single_step(self, z, w, context, timestep, coefficients, noise, eta, sigma_y,
                     cfg_scale=None):
         """A zero-argument callable that runs one step on fixed inputs (benchmarks)."""
         request = self.request(self.step_graph)
-        feeds = {**self._constants(w, context, eta, sigma_y, cfg_scale),
+        feeds = {**step_constants(w, context, eta, sigma_y, cfg_scale),
                  "z_t": np.ascontiguousarray(z, np.float32),
                  "timestep": np.asarray(timestep, np.float32).reshape(1),
                  "coefficients": np.ascontiguousarray(coefficients, np.float32),
@@ -185,7 +177,7 @@ class OpenVinoGraphs:
         ts = np.asarray(timesteps, np.float32).reshape(steps, 1)
         coefficients = np.ascontiguousarray(coefficients, np.float32)
         noise = np.ascontiguousarray(noise, np.float32)
-        feeds = self._constants(w, context, eta, sigma_y, cfg_scale)
+        feeds = step_constants(w, context, eta, sigma_y, cfg_scale)
         current = np.array(z, np.float32, copy=True)
         losses = np.empty(steps, np.float32)
         for i in range(steps):

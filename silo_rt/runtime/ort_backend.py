@@ -41,7 +41,7 @@ def _use_env_arena(ort, options) -> None:
         options.add_session_config_entry("session.use_env_allocators", "1")
 
 
-def _release_freed_heap() -> None:
+def release_freed_heap() -> None:
     """Give the heap that session creation freed (the parsed model, graph-optimisation
     copies: ~300 MiB for ``small``'s step) back to the OS; glibc keeps it otherwise."""
     import ctypes
@@ -50,6 +50,17 @@ def _release_freed_heap() -> None:
 
     with suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def step_constants(w, context, eta: float, sigma_y: float,
+                   cfg_scale: float | None) -> dict[str, np.ndarray]:
+    """The step graph's inputs that stay fixed over a restoration, as float32 arrays (every
+    CPU backend feeds these)."""
+    constants = {"w": w, "eta": np.array([eta]), "context": context,
+                 "sigma_y": np.array([sigma_y])}
+    if cfg_scale is not None:
+        constants["cfg_scale"] = np.array([cfg_scale])
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in constants.items()}
 
 
 def available_providers() -> list[str]:
@@ -130,14 +141,14 @@ class OrtGraphs:
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise SiloError(f"cannot load {graph.file}: {str(exc).splitlines()[0]}") \
                     from None
-            _release_freed_heap()
+            release_freed_heap()
         return self._sessions[name]
 
     def close(self) -> None:
         """Drop the sessions (their memory goes back to the arena and the heap)."""
         self._sessions.clear()
         self._runs.clear()
-        _release_freed_heap()
+        release_freed_heap()
 
     def run(self, name: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run graph ``name`` on numpy inputs (float32)."""
@@ -153,11 +164,8 @@ class OrtGraphs:
 
     def _bind_constants(self, binding, w, context, eta, sigma_y, cfg_scale) -> dict:
         """Bind the inputs that stay fixed over a restoration; returns the values to keep."""
-        constants = {"w": w, "eta": np.array([eta]), "context": context,
-                     "sigma_y": np.array([sigma_y])}
-        if cfg_scale is not None:
-            constants["cfg_scale"] = np.array([cfg_scale])
-        values = {k: self._value(v) for k, v in constants.items()}
+        values = {k: self._value(v)
+                  for k, v in step_constants(w, context, eta, sigma_y, cfg_scale).items()}
         for name, v in values.items():
             binding.bind_ortvalue_input(name, v)
         return values
