@@ -105,6 +105,14 @@ REFERENCE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "refer
 GPU_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.gpu)
 
 
+def runner_backend(name: str) -> tuple[str, str | None]:
+    """A bundle backend's bench name as ``(BundleRunner backend, precision)``:
+    ``trt-fp16`` → ``("trt", "fp16")``, ``openvino-bf16`` → ``("openvino", "bf16")``,
+    ``ort`` → ``("ort", None)`` (the runner's default precision)."""
+    backend, _, precision = name.partition("-")
+    return backend, precision or None
+
+
 def check_backends(requested, use: str) -> tuple[str, ...]:
     """``requested`` (names) if ``use`` takes them all, else a :class:`SiloError` listing the
     choices."""

@@ -261,6 +261,11 @@ def test_one_registry_of_backend_names():
     with pytest.raises(SiloError, match="unknown backend 'torch'; a bundle runs with auto"):
         BundleRunner("unused", backend="torch")
     assert check_backends(["ort", "torch"], "bench") == ("ort", "torch")
+    from silo_rt.backends import BUNDLE_BACKENDS, RUNNER_BACKENDS, runner_backend
+
+    assert {runner_backend(b)[0] for b in BUNDLE_BACKENDS} == set(RUNNER_BACKENDS)
+    assert [runner_backend(b) for b in ("ort", "openvino-bf16", "trt-fp16")] == [
+        ("ort", None), ("openvino", "bf16"), ("trt", "fp16")]
     with pytest.raises(SiloError, match="a bundle runs with auto, ort, openvino, trt$"):
         BundleRunner("unused", backend="trt-fp16")  # a bench name, not a runner's
 

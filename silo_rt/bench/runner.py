@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import GPU_BACKENDS, check_backends
+from ..backends import GPU_BACKENDS, check_backends, runner_backend
 from ..degradations import get_degradation
 from ..errors import SiloError
 from ..provenance import package_versions
@@ -396,8 +396,9 @@ def _time_bundle(backend: str, s: _Shared) -> float | None:
 
     config = s.config
     path, export_s = _bundle(s.prior, s.operator, s.op_config, config, s.image_size)
-    if backend.startswith("trt"):
-        runner = BundleRunner(path, backend="trt", precision=backend.split("-")[1],
+    runner_name, precision = runner_backend(backend)
+    if runner_name == "trt":
+        runner = BundleRunner(path, backend="trt", precision=precision,
                               verify=False, log=lambda line: _say(config, line))
         try:
             _time_bundle_runner(backend, runner, s.step_inputs, s.y, config, s.record,
@@ -405,12 +406,8 @@ def _time_bundle(backend: str, s: _Shared) -> float | None:
         finally:
             runner.graphs.close()  # GPU memory back before the next backend
         return export_s
-    if backend.startswith("openvino"):
-        precision = "bf16" if backend == "openvino-bf16" else "fp32"
-        runner = BundleRunner(path, backend="openvino", precision=precision,
-                              threads=config.threads, verify=False)
-    else:
-        runner = BundleRunner(path, backend="ort", threads=config.threads, verify=False)
+    runner = BundleRunner(path, backend=runner_name, precision=precision,
+                          threads=config.threads, verify=False)
     for name in ("unet_h", "vae_encoder", "vae_decoder"):
         graph = runner.manifest.graphs.get(name)
         if graph is None:

@@ -231,11 +231,12 @@ def _worker(spec: dict) -> dict:
 
 def _bundle_point(spec, stages):
     """``ort``, ``openvino`` or ``openvino-bf16`` on the point's bundle."""
+    from silo_rt.backends import runner_backend
     from silo_rt.runtime import BundleRunner
 
-    backend, _, precision = spec["backend"].partition("-")
+    backend, precision = runner_backend(spec["backend"])
     runner = BundleRunner(spec["bundle"], backend=backend, threads=spec["threads"],
-                          precision=precision or None, verify=False)
+                          precision=precision, verify=False)
     m = runner.manifest
     stages.mark("import + manifest")
     rng = np.random.default_rng(0)
