@@ -143,6 +143,14 @@ class Manifest:
         """``{graph name: its ONNX file, relative to the bundle}``."""
         return {name: graph.file for name, graph in self.graphs.items()}
 
+    def graph_file(self, bundle: Path, name: str) -> Path:
+        """The path of graph ``name`` inside ``bundle``; a :class:`SiloError` if the bundle
+        has no such graph."""
+        graph = self.graphs.get(name)
+        if graph is None:
+            raise SiloError(f"bundle has no {name} graph")
+        return Path(bundle) / graph.file
+
     @property
     def steps(self) -> int:
         """The number of steps the schedule was exported with."""

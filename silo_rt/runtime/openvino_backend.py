@@ -118,17 +118,15 @@ class OpenVinoGraphs:
     def request(self, name: str):
         """The (lazily compiled) infer request of graph ``name``."""
         if name not in self._requests:
-            graph = self.manifest.graphs.get(name)
-            if graph is None:
-                raise SiloError(f"bundle has no {name} graph")
+            path = self.manifest.graph_file(self._bundle, name)
             try:
-                model = self._core.read_model(str(self._bundle / graph.file))
+                model = self._core.read_model(str(path))
                 self.unshared[name] = unshare_transposed_conv_weights(model)
                 compiled = self._core.compile_model(model, "CPU", self._config)
             except SiloError:
                 raise
             except Exception as exc:  # OpenVINO raises its own exception types
-                raise SiloError(f"OpenVINO cannot load {graph.file}: "
+                raise SiloError(f"OpenVINO cannot load {path.name}: "
                                 f"{str(exc).strip().splitlines()[0]}") from None
             self._requests[name] = compiled.create_infer_request()
             del model, compiled  # the request keeps what it needs
@@ -169,19 +167,22 @@ class OpenVinoGraphs:
         """Run ``len(timesteps)`` fused guided steps from ``z``; returns the final latent.
 
         Arguments as :meth:`~silo_rt.runtime.ort_backend.OrtGraphs.run_steps`; stops with a
-        :class:`SiloError` naming the step at the first NaN/Inf loss. Inputs are copied into
-        OpenVINO's tensors each step (latent-sized: negligible next to a step).
+        :class:`SiloError` naming the step at the first NaN/Inf loss. The fixed inputs are set
+        once; each step copies only its latent-sized ones into OpenVINO's tensors.
         """
         request = self.request(self.step_graph)
         steps = len(timesteps)
         ts = np.asarray(timesteps, np.float32).reshape(steps, 1)
         coefficients = np.ascontiguousarray(coefficients, np.float32)
         noise = np.ascontiguousarray(noise, np.float32)
-        feeds = step_constants(w, context, eta, sigma_y, cfg_scale)
+        import openvino as ov
+
+        for name, array in step_constants(w, context, eta, sigma_y, cfg_scale).items():
+            request.set_tensor(name, ov.Tensor(array))  # a copy, set once for every step
         current = np.array(z, np.float32, copy=True)
         losses = np.empty(steps, np.float32)
         for i in range(steps):
-            request.infer({**feeds, "z_t": current, "timestep": ts[i],
+            request.infer({"z_t": current, "timestep": ts[i],
                            "coefficients": coefficients[i], "noise": noise[i]})
             current = np.array(request.get_tensor("z_prev").data, copy=True)
             losses[i] = request.get_tensor("loss").data

@@ -110,6 +110,7 @@ class OrtGraphs:
         self._bundle = Path(bundle)
         self._sessions: dict = {}
         self._runs: set[str] = set()  # graphs that have run once
+        self._plain_run = ort.RunOptions()
 
     def _run_options(self, name: str):
         """Options for the next run of graph ``name``.
@@ -121,10 +122,11 @@ class OrtGraphs:
         """
         import onnxruntime as ort
 
-        options = ort.RunOptions()
-        if name not in self._runs and self.device == "cpu":
-            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        if name in self._runs or self.device != "cpu":
+            return self._plain_run
         self._runs.add(name)
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         return options
 
     def session(self, name: str):
@@ -132,14 +134,12 @@ class OrtGraphs:
         import onnxruntime as ort
 
         if name not in self._sessions:
-            graph = self.manifest.graphs.get(name)
-            if graph is None:
-                raise SiloError(f"bundle has no {name} graph")
+            path = self.manifest.graph_file(self._bundle, name)
             try:
-                self._sessions[name] = ort.InferenceSession(
-                    str(self._bundle / graph.file), self._options, providers=self.providers)
+                self._sessions[name] = ort.InferenceSession(str(path), self._options,
+                                                            providers=self.providers)
             except Exception as exc:  # onnxruntime raises its own exception types
-                raise SiloError(f"cannot load {graph.file}: {str(exc).splitlines()[0]}") \
+                raise SiloError(f"cannot load {path.name}: {str(exc).splitlines()[0]}") \
                     from None
             release_freed_heap()
         return self._sessions[name]
