@@ -17,7 +17,7 @@ from .degradations import DEFAULT_SIGMA_Y, get_degradation
 from .errors import SiloError
 from .latents import MeasurementEncoder, decode_latent
 from .noise import NoiseSource
-from .schedule import Schedule, from_scheduler
+from .schedule import DEFAULT_SAMPLER, Schedule, check_sampler, from_scheduler
 from .step import GuidedStep
 
 
@@ -33,6 +33,8 @@ class SamplingOptions:
         prompt: text condition ("" = unconditional).
         cfg_scale: classifier-free guidance scale (1 = off).
         sigma_y: measurement noise std in the [-1, 1] range, given to H_θ.
+        sampler: update rule, ``ddpm`` (the paper's) or ``ddim`` (deterministic), see
+            :mod:`silo_rt.schedule`.
     """
 
     task: str
@@ -42,6 +44,7 @@ class SamplingOptions:
     prompt: str = ""
     cfg_scale: float = 1.0
     sigma_y: float = DEFAULT_SIGMA_Y
+    sampler: str = DEFAULT_SAMPLER
 
     @property
     def resolved_eta(self) -> float:
@@ -52,6 +55,7 @@ class SamplingOptions:
         import math
 
         get_degradation(self.task)
+        check_sampler(self.sampler)
         if not 1 <= self.steps <= 1000:
             raise SiloError(f"steps must be between 1 and 1000, got {self.steps}")
         if not (math.isfinite(self.cfg_scale) and 1.0 <= self.cfg_scale <= 50.0):
@@ -117,7 +121,7 @@ def prepare_sampling(prior, options: SamplingOptions, shape: tuple[int, ...],
                      noise: NoiseSource) -> SamplingStart:
     """Text context (batched, CFG-aware), schedule, ``z_T`` and all step noise for ``shape``."""
     context = batch_context(prior.encode_prompt(options.prompt, options.cfg_scale), shape[0])
-    schedule = from_scheduler(prior.scheduler, options.steps)
+    schedule = from_scheduler(prior.scheduler, options.steps, options.sampler)
     z = (torch.from_numpy(noise.initial_latent(shape)).to(context.device)
          * prior.scheduler.init_noise_sigma)
     return SamplingStart(context, schedule, z, noise.step_noise(len(schedule), shape))

@@ -164,3 +164,18 @@ def test_bundle_restores_with_another_step_count(fp16_bundle, tiny_prior):
     got = runner.restore(y.numpy(), seed=2, steps=5)
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-3
     assert not np.allclose(got, runner.restore(y.numpy(), seed=2))  # 8 steps differ
+
+
+def test_bundle_ddim_matches_reference(fp16_bundle, tiny_prior):
+    """``--sampler ddim --steps 20`` through a bundle equals the PyTorch reference, and
+    differs from the DDPM update by far more than the parity error."""
+    out, operator, config, options = fp16_bundle
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    runner = BundleRunner(out, threads=2)
+    got = runner.restore(y.numpy(), seed=4, steps=20, sampler="ddim")
+    ddpm = runner.restore(y.numpy(), seed=4, steps=20)
+    ddim = SamplingOptions("sr4", steps=20, seed=4, sampler="ddim")
+    want = restore(_rounded(tiny_prior), round_module_to_fp16(operator), y, ddim).numpy()
+    err = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert err < END_TO_END_RELATIVE
+    assert np.linalg.norm(ddpm - want) / np.linalg.norm(want) > 10 * err

@@ -12,6 +12,7 @@ from ..bundle_format import MAX_ETA, MAX_STEPS, bundle_path, load_manifest
 from ..errors import SiloError
 from ..noise import NoiseSource
 from ..resize import recorded_resizer
+from ..schedule import DEFAULT_SAMPLER, check_sampler
 from .ort_backend import OrtGraphs
 
 
@@ -126,25 +127,29 @@ class BundleRunner:
         """The step count the bundle was exported with (the default)."""
         return self.manifest.steps
 
-    def schedule(self, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(timesteps, coefficients)`` for ``steps`` steps (default: the exported ones).
+    def schedule(self, steps: int | None = None,
+                 sampler: str = DEFAULT_SAMPLER) -> tuple[np.ndarray, np.ndarray]:
+        """``(timesteps, coefficients)`` for ``steps`` steps (default: the exported ones) of
+        ``sampler`` (``ddpm``, the exported update, or ``ddim``; :mod:`silo_rt.schedule`).
 
-        Other step counts are computed from the training ``alphas_cumprod`` the bundle
-        stores (bundles without it run only their exported count).
+        Other step counts and samplers are computed from the training ``alphas_cumprod``
+        the bundle stores (bundles without it run only their exported DDPM schedule).
         """
         record = self.manifest.schedule
+        check_sampler(sampler)
         if steps is not None and not 1 <= steps <= MAX_STEPS:
             raise SiloError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-        if steps is None or steps == self.steps:
+        if (steps is None or steps == self.steps) and sampler == DEFAULT_SAMPLER:
             return (np.asarray(record.timesteps, np.int64),
                     np.asarray(record.coefficients, np.float32))
         if record.alphas_cumprod is None:
-            raise SiloError(f"bundle {self.path} was exported for {self.steps} steps, not "
-                            f"{steps}, and cannot change its schedule; export again with "
-                            "--steps")
+            raise SiloError(f"bundle {self.path} was exported for {self.steps} DDPM steps and "
+                            f"cannot change its schedule (asked: {steps or self.steps} "
+                            f"{sampler} steps); export again with --steps")
         from ..schedule import from_alphas
 
-        schedule = from_alphas(record.alphas_cumprod, steps, record.steps_offset)
+        schedule = from_alphas(record.alphas_cumprod, steps or self.steps,
+                               record.steps_offset, sampler)
         return schedule.timesteps, schedule.coefficients
 
     def check_measurement(self, y: np.ndarray) -> None:
@@ -159,10 +164,13 @@ class BundleRunner:
 
     def restore(self, y: np.ndarray, seed: int = 0, eta: float | None = None,
                 sigma_y: float | None = None, callback: StepCallback | None = None,
-                steps: int | None = None, keep_measured: bool = False) -> np.ndarray:
+                steps: int | None = None, keep_measured: bool = False,
+                sampler: str = DEFAULT_SAMPLER) -> np.ndarray:
         """Restore ``y`` ``(B, 3, h, w)`` float32 in [-1, 1]; returns ``(B, 3, H, W)``.
 
-        ``eta``/``sigma_y``/``steps`` default to the values the bundle was exported with.
+        ``eta``/``sigma_y``/``steps`` default to the values the bundle was exported with
+        (a caller choosing η for another step count: :mod:`silo_rt.step_budget`);
+        ``sampler``: ``ddpm`` (the paper's update) or ``ddim`` (deterministic).
         ``keep_measured`` (``ip``, ``sr4``, ``sr8``): make the result agree exactly with ``y``
         (:meth:`~silo_rt.degradations.Degradation.keep_measured`: ``ip`` copies the observed
         pixels, ``sr`` replaces the part the low-resolution image determines).
@@ -177,7 +185,7 @@ class BundleRunner:
         w = self.graphs.run("vae_encoder", measurement=y,
                             noise=noise.encoder_noise(latent_shape))[0]
         z = noise.initial_latent(latent_shape) * np.float32(m.init_noise_sigma)
-        timesteps, coefficients = self.schedule(steps)
+        timesteps, coefficients = self.schedule(steps, sampler)
         step_noise = noise.step_noise(len(timesteps), latent_shape)
         cfg = m.cfg_scale if m.cfg_scale > 1.0 else None
         z0 = self.graphs.run_steps(z, w, self.context, timesteps, coefficients, step_noise,
