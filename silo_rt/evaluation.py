@@ -29,9 +29,14 @@ from .images import OutputPlan, psnr, read_image, to_uint8
 from .resize import DEFAULT_RESIZER
 
 METHODS = ("silo", "silo_keep_measured", "baseline")
-PRIOR_METHODS = ("silo-torch", "ldps", "gml-dps", "psld")
+PRIOR_METHODS = ("silo-torch", "ldps", "gml-dps", "psld", "resample")
 """``--methods`` that run through the PyTorch reference on the bundle's prior: SILO itself
-(for like-for-like time) and the decoder-in-the-loop baselines of :mod:`silo_rt.baselines`."""
+(for like-for-like time), the decoder-in-the-loop baselines of :mod:`silo_rt.baselines` and
+ReSample (:mod:`silo_rt.resample`)."""
+
+
+RESAMPLE_COUNTS = ("consistency_steps", "pixel_iterations", "latent_iterations")
+"""What ReSample's rows count per image (:meth:`~silo_rt.resample.ReSampleStats.to_json`)."""
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -49,22 +54,27 @@ def parse_methods(text: str) -> tuple[str, ...]:
 
 
 def _reference_restorer(reference, task: str, method: str, steps: int, seed: int,
-                        sigma_y: float, weights=None):
-    """``restore(y) -> x`` for a PyTorch-reference method on ``reference = (prior,
-    operator)``, with the bundle's steps, seed and σ_y (the same noise as the bundle's SILO)."""
+                        sigma_y: float, weights=None, resample_settings=None):
+    """``restore(y) -> (x, extra)`` for a PyTorch-reference method on ``reference = (prior,
+    operator)``, with the bundle's steps, seed and σ_y (the same noise as the bundle's SILO);
+    ``extra``: what the report adds to the method's row (ReSample's optimiser iterations)."""
     import torch
 
     from .baselines import restore_baseline
+    from .resample import restore_resample
     from .sampler import SamplingOptions, restore
 
     prior, operator = reference
     options = SamplingOptions(task=task, steps=steps, seed=seed, sigma_y=sigma_y)
 
     def run(y):
+        y = torch.from_numpy(y)
         if method == "silo-torch":
-            return restore(prior, operator, torch.from_numpy(y), options).detach().numpy()
-        return restore_baseline(prior, method, torch.from_numpy(y), options,
-                                weights).detach().numpy()
+            return restore(prior, operator, y, options).detach().numpy(), {}
+        if method == "resample":
+            x, stats = restore_resample(prior, y, options, resample_settings)
+            return x.detach().numpy(), stats.to_json()
+        return restore_baseline(prior, method, y, options, weights).detach().numpy(), {}
     return run
 
 
@@ -146,14 +156,16 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
                     progress=None, steps: int | None = None, methods: tuple[str, ...] = (),
                     reference=None, baseline_weights=None,
                     metrics_weights: Path | None = None, backend: str = "ort",
-                    precision: str | None = None) -> dict:
+                    precision: str | None = None, resample_settings=None) -> dict:
     """Evaluate ``bundle`` on every image under ``images``; writes ``out/<task>.json`` and
     ``out/<task>-grid.png`` (columns: measurement, baseline, SILO, SILO with
     ``--keep-measured`` where the task has it, one per ``methods``, ground truth).
 
     ``methods`` (:data:`PRIOR_METHODS`) run through the PyTorch reference on ``reference``,
     ``(prior, operator)`` of the bundle, with the bundle's steps, seed and σ_y;
-    ``baseline_weights``: their :class:`~silo_rt.baselines.BaselineWeights` (ω, γ).
+    ``baseline_weights``: their :class:`~silo_rt.baselines.BaselineWeights` (ω, γ);
+    ``resample_settings``: ReSample's :class:`~silo_rt.resample.ReSampleSettings` (its row
+    also counts its hard-consistency steps and optimiser iterations per image).
     FID/KID per method (:mod:`silo_rt.perceptual`) when the Inception weights are in
     ``metrics_weights`` or the torch hub cache; else the report says why not.
     ``backend``/``precision``: how the bundle runs (:class:`~silo_rt.runtime.BundleRunner`).
@@ -183,8 +195,13 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     if methods and reference is None:
         raise SiloError(f"--methods {','.join(methods)} needs the bundle's prior in PyTorch "
                         "(--model, or the embedded demo)")
+    if "resample" in methods and resample_settings is None:
+        from .resample import ReSampleSettings
+
+        resample_settings = ReSampleSettings()
     restorers = {m: _reference_restorer(reference, task, m, steps or runner.steps, seed,
-                                        sigma_y, baseline_weights) for m in methods}
+                                        sigma_y, baseline_weights, resample_settings)
+                 for m in methods}
     per_image, rows = [], []
     truths, outputs_by_method = [], {}
     for index, path in enumerate(paths):
@@ -209,9 +226,10 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
             pictures.append(kept)
         for method, restore_with in restorers.items():
             start = time.perf_counter()
-            other = np.clip(restore_with(y), -1, 1).astype(np.float32)
+            other, extra = restore_with(y)
+            other = np.clip(other, -1, 1).astype(np.float32)
             row[method] = {**_metrics(other, x), "seconds": time.perf_counter() - start,
-                           "cpsnr": consistency_psnr(task, other, y, resizer)}
+                           "cpsnr": consistency_psnr(task, other, y, resizer), **extra}
             pictures.append(other)
             outputs_by_method.setdefault(method, []).append(other)
         per_image.append(row)
@@ -224,7 +242,7 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         return float(np.mean([r[method][key] for r in per_image]))
 
     every = [m for m in (*METHODS, *methods) if m in per_image[0]]
-    keys = ("psnr", "ssim", "sharpness", "seconds", "cpsnr")
+    keys = ("psnr", "ssim", "sharpness", "seconds", "cpsnr", *RESAMPLE_COUNTS)
 
     report = {
         "task": task, "bundle": str(bundle), "images": str(images), "count": len(per_image),
@@ -233,6 +251,8 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         "baseline_weights": (None if baseline_weights is None or not methods
                              else {"omega": baseline_weights.omega,
                                    "gamma": baseline_weights.gamma}),
+        "resample_settings": (resample_settings.to_json() if "resample" in methods
+                              else None),
         "baseline": degradation.baseline_name,
         "methods": every,
         "mean": {method: {k: mean(method, k) for k in keys if k in per_image[0][method]}

@@ -9,7 +9,7 @@ import click
 from ..backends import AUTO, RUNNER_BACKENDS
 from ..degradations import task_names
 from .group import cli
-from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS
+from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS, FiniteFloat
 
 
 @cli.command()
@@ -34,13 +34,24 @@ from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS
               help="DDPM steps [default: the count the bundle was exported with]")
 @click.option("--methods", default="silo", show_default=True,
               help="comma-separated: silo (the bundle), and on the same prior, steps and seeds "
-                   "through PyTorch: silo-torch, ldps, gml-dps, psld (a baseline adds "
+                   "through PyTorch: silo-torch, ldps, gml-dps, psld, resample (a baseline adds "
                    "silo-torch, for a like-for-like time). Needs --model/--operator, or the "
                    "embedded demo (rebuilt in PyTorch from its bundles)")
 @click.option("--omega", type=click.FloatRange(0, 1e4), default=0.1, show_default=True,
               help="LDPS/GML-DPS/PSLD step size on the measurement term (PSLD's code: 0.1)")
 @click.option("--gamma", type=click.FloatRange(0, 1e4), default=0.01, show_default=True,
               help="GML-DPS/PSLD step size on the gluing term (PSLD's code: 0.01)")
+@click.option("--resample-gamma", type=FiniteFloat(0, 1e6, min_open=True), default=40.0,
+              show_default=True,
+              help="ReSample: gamma scaling its resampling variance (the authors' code: 40, "
+                   "'change for each task')")
+@click.option("--resample-eps", type=FiniteFloat(0, 1), default=1e-3, show_default=True,
+              help="ReSample: its consistency optimisations stop once the mean squared "
+                   "residual is below eps^2 (the authors' code: 1e-3; tune to the noise level)")
+@click.option("--resample-latent-iterations", type=click.IntRange(1, 100000), default=500,
+              show_default=True,
+              help="ReSample: most AdamW iterations of one latent-space consistency step "
+                   "(the authors' code: 500; their note: 200 for inpainting)")
 @click.option("--metrics-weights", type=click.Path(path_type=Path, file_okay=False),
               default=None,
               help="folder holding the Inception-v3 weights for FID/KID "
@@ -51,12 +62,14 @@ from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS
 @click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
               help="the bundle's operator for --methods")
 def evaluate(bundle, task, data, out, sigma_y, seed, threads, backend, precision, limit, steps,
-             methods, omega, gamma, metrics_weights, model, operator_path):
+             methods, omega, gamma, resample_gamma, resample_eps, resample_latent_iterations,
+             metrics_weights, model, operator_path):
     """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness, seconds) on clean
     images against a simple baseline (bicubic for sr, a biharmonic fill for ip) and, with
-    --methods, against LDPS, GML-DPS and PSLD on the same prior."""
+    --methods, against LDPS, GML-DPS, PSLD and ReSample on the same prior."""
     from ..baselines import BaselineWeights
     from ..evaluation import evaluate_bundle, parse_methods
+    from ..resample import ReSampleSettings
 
     chosen = parse_methods(methods)
     is_demo = bundle is None
@@ -74,7 +87,10 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, backend, precision
                              methods=chosen, reference=reference,
                              baseline_weights=BaselineWeights(omega, gamma),
                              metrics_weights=metrics_weights, backend=backend,
-                             precision=precision)
+                             precision=precision,
+                             resample_settings=ReSampleSettings(
+                                 gamma=resample_gamma, eps=resample_eps,
+                                 latent_iterations=resample_latent_iterations))
     m = report["mean"]
     click.echo(f"{report['task']} on {report['count']} images ({report['steps']} steps, "
                f"backend {report['backend']})")
@@ -82,13 +98,18 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, backend, precision
                f"{'s/image':>9}")
     names = {"silo": "SILO", "silo_keep_measured": "SILO, --keep-measured",
              "baseline": report["baseline"], "silo-torch": "SILO (PyTorch)",
-             "ldps": "LDPS", "gml-dps": "GML-DPS", "psld": "PSLD"}
+             "ldps": "LDPS", "gml-dps": "GML-DPS", "psld": "PSLD", "resample": "ReSample"}
     for key in report["methods"]:
         row = m[key]
         cpsnr = f"{row['cpsnr']:>8.2f}" if "cpsnr" in row else f"{'':>8}"
         seconds = f"{row['seconds']:>9.2f}" if "seconds" in row else ""
         click.echo(f"{names[key]:<23}{row['psnr']:>9.2f}{row['ssim']:>8.3f}"
                    f"{row['sharpness']:>11.2f}{cpsnr}{seconds}")
+    if "resample" in m:
+        r = m["resample"]
+        click.echo(f"ReSample per image: {r['consistency_steps']:.1f} hard-consistency steps, "
+                   f"{r['pixel_iterations']:.0f} pixel-space + {r['latent_iterations']:.0f} "
+                   "latent-space optimiser iterations")
     click.echo(f"SILO consistency (CPSNR): {report['mean_silo_cpsnr']:.2f} dB")
     perceptual = report["perceptual"]
     if "unavailable" in perceptual:
