@@ -122,27 +122,122 @@ def log_paths(out_dir: Path) -> list[Path]:
             if p.is_file()]
 
 
+RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "image": (str,), "output": (str,), "seed": (int,), "steps": (int,),
+    "keep_measured": (bool,), "eta": (int, float), "sigma_y": (int, float), "bundle": (str,),
+    "precision": (str,), "sampler": (str,), "samples": (int,), "error": (str,)}
+"""The type of each field a log record may hold; a record with another is ignored."""
+
+
+def _valid_record(record) -> bool:
+    if not isinstance(record, dict) or not isinstance(record.get("image"), str):
+        return False
+    for key, types in RECORD_TYPES.items():
+        value = record.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            return False
+    return True
+
+
 def read_log(out_dir: Path) -> dict[str, dict]:
     """``{image name: its last log record}`` over every log file of ``out_dir``.
 
-    A line that does not parse (a run killed mid-write) is ignored: that image is redone.
+    A line that is not valid UTF-8 JSON, or whose fields have the wrong types (a run killed
+    mid-write, a damaged file), is ignored: that image is redone.
     """
     records: dict[str, dict] = {}
     for path in log_paths(out_dir):
-        for line in path.read_text().splitlines():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SiloError(f"cannot read the restoration log {path}: {exc.strerror}") from None
+        for line in data.split(b"\n"):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
                 continue
-            if isinstance(record, dict) and isinstance(record.get("image"), str):
+            if _valid_record(record):
                 records[record["image"]] = record
     return records
 
 
+# --- what a result depends on: the settings recorded with it and compared on a rerun ---
+
+SETTING_OPTIONS = {"bundle": "bundle", "steps": "--steps", "eta": "--eta",
+                   "sigma_y": "--sigma-y", "keep_measured": "--keep-measured",
+                   "precision": "--precision", "sampler": "--sampler", "samples": "--samples"}
+"""The settings a result depends on besides its seed (each recorded in its log line), and
+the option that sets each. The backend is not one: every backend gives the same result."""
+
+
+def run_settings(runner, *, eta: float | None = None, sigma_y: float | None = None,
+                 steps: int | None = None, keep_measured: bool = False,
+                 precision: str | None = None, sampler: str = "ddpm",
+                 samples: int = 1) -> dict:
+    """The settings of one run (:data:`SETTING_OPTIONS`), each resolved to the value used:
+    ``None`` becomes the bundle's default (its η, σ_y and step count; fp16 with TensorRT,
+    else fp32)."""
+    manifest = runner.manifest
+    return {"bundle": bundle_digest(runner.path),
+            "steps": int(steps or runner.steps),
+            "eta": float(manifest.eta if eta is None else eta),
+            "sigma_y": float(manifest.sigma_y if sigma_y is None else sigma_y),
+            "keep_measured": bool(keep_measured),
+            "precision": precision or ("fp16" if runner.backend == "trt" else "fp32"),
+            "sampler": sampler, "samples": int(samples)}
+
+
+def bundle_digest(bundle: Path) -> str:
+    """sha256 of the bundle's ``manifest.json`` (which holds every graph's sha256): the
+    bundle's identity in the log."""
+    from .bundle_format import MANIFEST
+
+    try:
+        data = (Path(bundle) / MANIFEST).read_bytes()
+    except OSError as exc:
+        raise SiloError(f"cannot read {Path(bundle) / MANIFEST}: {exc.strerror}") from None
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def changed_settings(record: dict, settings: dict, defaults: dict, seed: int) -> list[str]:
+    """What differs between a log ``record`` and this run: one ``"--steps 4 -> 8"`` item per
+    setting (``"--seed"`` for the image's seed).
+
+    A setting an older log line does not record counts as its value in ``defaults`` (the
+    run's settings with every option at its default: ``ddpm`` sampler, one sample, ...);
+    one without a default there (the bundle) is not compared.
+    """
+    changes = [] if record.get("seed") == seed else ["--seed"]
+    for key, value in settings.items():
+        if key not in record and key not in defaults:
+            continue
+        old = record.get(key, defaults.get(key))
+        if old != value:
+            changes.append(f"{SETTING_OPTIONS.get(key, key)} {old} -> {value}")
+    return changes
+
+
 def done_images(out_dir: Path, paths: list[Path]) -> set[str]:
-    """Names of the images of ``paths`` whose output exists and is logged."""
+    """Names of the images of ``paths`` whose output exists and is logged as restored."""
     logged = read_log(out_dir)
-    return {p.name for p in paths if p.name in logged and output_path(out_dir, p).is_file()}
+    return {p.name for p in paths if p.name in logged and "error" not in logged[p.name]
+            and output_path(out_dir, p).is_file()}
+
+
+def check_output_folder(out: Path, inputs: list[Path] | Path, option: str = "--out") -> None:
+    """Refuse an output folder that is, or is inside, a folder the inputs are read from
+    (``inputs``: that folder, or the input files): its results would sit among the inputs."""
+    folders = {Path(inputs).resolve()} if not isinstance(inputs, list) else \
+        {Path(p).resolve().parent for p in inputs}
+    target = Path(out).resolve()
+    for folder in sorted(folders):
+        if target == folder or folder in target.parents:
+            where = "is" if target == folder else "is inside"
+            raise SiloError(f"{option} {out} {where} the input folder {folder}; the results "
+                            "would be mixed with the inputs: choose an output folder outside "
+                            "it")
 
 
 @dataclass
@@ -158,9 +253,23 @@ class Processes:
         return self.rank == 0
 
     def wait(self) -> None:
-        """Barrier across processes (a no-op for one process or without accelerate)."""
+        """Barrier across processes (a no-op for one process or without accelerate); a
+        process that died on the way is one :class:`SiloError` here, not a traceback."""
         if self.state is not None and self.world > 1:
-            self.state.wait_for_everyone()
+            try:
+                self.state.wait_for_everyone()
+            except Exception as exc:  # torch.distributed raises several types
+                raise SiloError(f"process {self.rank + 1} of {self.world}: another process "
+                                f"stopped (see its error above): {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+LAUNCHER_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")
+"""What a launcher (``accelerate launch``, torchrun) sets beside ``WORLD_SIZE``."""
 
 
 def current_processes() -> Processes:
@@ -169,28 +278,48 @@ def current_processes() -> Processes:
     ``accelerate launch --multi_gpu --num_processes N`` (or torchrun) sets ``WORLD_SIZE``; only
     then is accelerate imported (it needs torch). Without a GPU it joins with gloo on the CPU.
     Without accelerate installed, ``RANK``/``WORLD_SIZE`` alone shard the set (no barrier: the
-    per-process logs are then left as they are, which readers accept).
+    per-process logs are then left as they are, which readers accept). A ``WORLD_SIZE`` that
+    is not a whole number, or above 1 without a launcher's other variables, is refused.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    from .environment import LAUNCHER_HINT, env_int
+
+    world = env_int("WORLD_SIZE", 1, 1, 1_000_000)
     if world <= 1:
         return Processes()
+    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise SiloError(f"environment variable WORLD_SIZE={world} says {world} processes, but "
+                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
+                        f"no launcher started this one; {LAUNCHER_HINT}")
+    rank = env_int("RANK", 0, 0, world - 1)
     try:
         import torch
         from accelerate import PartialState
     except ModuleNotFoundError:
-        return Processes(int(os.environ.get("RANK", "0")), world)
-    state = PartialState(cpu=not torch.cuda.is_available())
+        return Processes(rank, world)
+    try:
+        state = PartialState(cpu=not torch.cuda.is_available())
+    except (ValueError, RuntimeError) as exc:
+        raise SiloError(f"cannot join the {world} launched processes ({_first_line(exc)}); "
+                        f"{LAUNCHER_HINT}") from None
     return Processes(state.process_index, state.num_processes, state)
 
 
 def log_record(image: Path, output: Path, seed: int, seconds: float, cpsnr: float | None,
-               backend: str, rank: int, steps: int, keep_measured: bool) -> dict:
+               backend: str, rank: int, settings: dict) -> dict:
     """One log line: image (file name), output (file name), seed, seconds (this image's share
     of its batch's time), cpsnr (dB of ``A(x̂)`` against ``y``; null where the task has no
-    numpy measurement model: ``gb``, ``jpeg``), backend, process, steps, keep_measured."""
+    numpy measurement model: ``gb``, ``jpeg``), backend, process, and the run's
+    :func:`run_settings` (bundle, steps, eta, sigma_y, keep_measured, precision, sampler,
+    samples)."""
     return {"image": image.name, "output": output.name, "seed": seed,
             "seconds": round(seconds, 4), "cpsnr": cpsnr, "backend": backend, "process": rank,
-            "steps": steps, "keep_measured": keep_measured}
+            **settings}
+
+
+def failure_record(image: Path, reason: str, rank: int, settings: dict) -> dict:
+    """The log line of an image that could not be restored (a rerun retries it)."""
+    return {"image": image.name, "error": reason, "process": rank, **settings}
 
 
 def _cpsnr(task: str, x: np.ndarray, y: np.ndarray, resizer: str) -> float | None:
@@ -203,18 +332,28 @@ def _cpsnr(task: str, x: np.ndarray, y: np.ndarray, resizer: str) -> float | Non
     return round(value, 3) if np.isfinite(value) else None
 
 
-def check_inputs(paths: list[Path], measurement_shape: tuple[int, ...]) -> None:
-    """Refuse, from the headers, a file that is not an image or has the wrong size."""
+def check_inputs(paths: list[Path], measurement_shape: tuple[int, ...]) -> dict[str, str]:
+    """``{image name: why it cannot be restored}`` for each file that is not an image or has
+    the wrong size, from the headers."""
     from PIL import Image
 
     height, width = measurement_shape[-2:]
+    failures = {}
     for path in paths:
-        check_header(path, "measurement")
-        with Image.open(path) as im:
-            size = im.size
+        try:
+            check_header(path, "measurement")
+            with Image.open(path) as im:
+                size = im.size
+        except SiloError as exc:
+            failures[path.name] = str(exc)
+            continue
+        except Exception as exc:  # Pillow raises many types for a malformed file
+            failures[path.name] = f"cannot read measurement {path}: {_first_line(exc)}"
+            continue
         if size != (width, height):
-            raise SiloError(f"measurement {path} is {size[0]}x{size[1]}; the bundle restores "
-                            f"{width}x{height} measurements")
+            failures[path.name] = (f"measurement {path} is {size[0]}x{size[1]}; the bundle "
+                                   f"restores {width}x{height} measurements")
+    return failures
 
 
 def _append(path: Path, record: dict) -> None:
@@ -225,7 +364,7 @@ def _append(path: Path, record: dict) -> None:
         with open(path, "rb") as log:
             log.seek(-1, os.SEEK_END)
             torn = log.read(1) != b"\n"
-    with open(path, "a") as log:
+    with open(path, "a", encoding="utf-8") as log:
         log.write(("\n" if torn else "") + json.dumps(record) + "\n")
         log.flush()
 
@@ -239,28 +378,87 @@ def merge_logs(out_dir: Path) -> None:
         return
     records = read_log(out_dir)
     text = "".join(json.dumps(records[name]) + "\n" for name in sorted(records))
-    atomic_write(out_dir / LOG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out_dir / LOG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     for path in ranks:
         path.unlink(missing_ok=True)
+
+
+def _check_log_files(out_dir: Path, log_path: Path) -> None:
+    """Refuse a log path that exists and is not a plain file (a folder, a socket...)."""
+    for path in (out_dir / LOG_NAME, log_path):
+        if path.exists() and not path.is_file():
+            raise SiloError(f"{path} is not a file; remove it (silo-rt writes its "
+                            "restoration log there)")
+
+
+def _stale(out_dir: Path, paths: list[Path], batch: int, seed: int, settings: dict,
+           defaults: dict) -> dict[str, list[str]]:
+    """``{image name: what changed}`` for images restored before with other settings."""
+    logged = read_log(out_dir)
+    stale = {}
+    for group in make_batches(paths, batch):
+        batch_seed = image_seed(seed, group[0].name)
+        for path in group:
+            record = logged.get(path.name)
+            if record is None or "error" in record or not output_path(out_dir, path).is_file():
+                continue
+            changes = changed_settings(record, settings, defaults, batch_seed)
+            if changes:
+                stale[path.name] = changes
+    return stale
+
+
+def _refuse_stale(out_dir: Path, stale: dict[str, list[str]]) -> None:
+    changes = list(dict.fromkeys(change for item in stale.values() for change in item))
+    raise SiloError(f"{len(stale)} image{'s' if len(stale) != 1 else ''} in {out_dir} "
+                    f"{'were' if len(stale) != 1 else 'was'} restored with other settings "
+                    f"({', '.join(changes)}); rerun with --overwrite to restore "
+                    f"{'them' if len(stale) != 1 else 'it'} again with these, or choose "
+                    "another --out")
+
+
+def _read_group(group: list[Path], failures: dict[str, str]) -> list[np.ndarray | None]:
+    """Each image of ``group`` read, or None (its reason added to ``failures``)."""
+    images = []
+    for path in group:
+        if path.name in failures:
+            images.append(None)
+            continue
+        try:
+            images.append(read_image(path))
+        except SiloError as exc:
+            failures[path.name] = str(exc)
+            images.append(None)
+    return images
 
 
 def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
                     eta: float | None = None, sigma_y: float | None = None,
                     steps: int | None = None, keep_measured: bool = False,
-                    processes: Processes | None = None, progress=None) -> dict:
+                    processes: Processes | None = None, progress=None, *,
+                    precision: str | None = None, sampler: str = "ddpm",
+                    overwrite: bool = False, source: Path | None = None) -> dict:
     """Restore every image of ``paths`` not done yet into ``out_dir`` (see the module rules).
 
     Args:
-        runner: a :class:`~silo_rt.runtime.BundleRunner` (``restore``, ``manifest``, ``task``,
-            ``resizer``, ``label``).
+        runner: a :class:`~silo_rt.runtime.BundleRunner` (``restore``, ``manifest``, ``path``,
+            ``task``, ``resizer``, ``label``, ``backend``).
         paths: the inputs, as :func:`list_inputs` returns them (the full, sorted set).
-        out_dir: output folder; created if its parent exists.
+        out_dir: output folder; created if its parent exists (and removed again when this
+            run created it and could restore nothing).
         processes: this process's rank and world (default :func:`current_processes`).
         progress: ``progress(total, initial)`` → a bar with ``update(n)`` and ``close()``
             (e.g. tqdm), counting this process's images; None for no bar.
+        precision, sampler: recorded (and ``sampler`` passed on) with the other settings.
+        overwrite: restore again the images logged with other settings; without it such a
+            rerun is refused (:class:`SiloError` naming what changed).
+        source: the input folder (or list) ``out_dir`` must not be in (default: the inputs'
+            folders).
 
     Returns:
-        ``{"total", "shard", "skipped", "restored", "rank", "world"}`` for this process.
+        ``{"total", "shard", "skipped", "restored", "failed", "rank", "world"}`` for this
+        process; ``failed`` is ``{image name: reason}`` (each also logged; a rerun retries
+        them).
     """
     out_dir = Path(out_dir)
     processes = processes or current_processes()
@@ -271,45 +469,94 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
     if out_dir.exists() and not out_dir.is_dir():
         raise SiloError(f"--out {out_dir} is a file; a folder of measurements needs an output "
                         "folder")
-    check_inputs(paths, (1, *shape[1:]))
-    out_dir.mkdir(exist_ok=True)
-    check_outputs([output_path(out_dir, p) for p in paths], inputs=paths)
-    mine = shard(make_batches(paths, batch), processes.rank, processes.world)
-    done = done_images(out_dir, [p for group in mine for p in group])
-    todo = [group for group in mine if not all(p.name in done for p in group)]
-    count = sum(len(group) for group in mine)
+    check_output_folder(out_dir, source if source is not None and Path(source).is_dir()
+                        else list(paths))
     log_path = out_dir / (LOG_NAME if processes.world == 1
                           else f"restore-log.rank{processes.rank}.jsonl")
+    _check_log_files(out_dir, log_path)
+    settings = run_settings(runner, eta=eta, sigma_y=sigma_y, steps=steps,
+                            keep_measured=keep_measured, precision=precision, sampler=sampler)
+    defaults = run_settings(runner)
+    defaults.pop("bundle")  # an old log line without it: the bundle is not known
+    failures = check_inputs(paths, (1, *shape[1:]))
+    if len(failures) == len(paths):
+        first = next(iter(failures.values()))
+        more = f" (and {len(paths) - 1} more failed likewise)" if len(paths) > 1 else ""
+        raise SiloError(f"{first}{more}")
+    stale = _stale(out_dir, paths, batch, seed, settings, defaults) if out_dir.is_dir() else {}
+    if stale and not overwrite:
+        _refuse_stale(out_dir, stale)
+    try:
+        out_dir.mkdir()
+        created = True
+    except FileExistsError:
+        created = False
+    check_outputs([output_path(out_dir, p) for p in paths], inputs=paths)
+    mine = shard(make_batches(paths, batch), processes.rank, processes.world)
+    done = done_images(out_dir, [p for group in mine for p in group]) - set(stale)
+    todo = [group for group in mine if not all(p.name in done for p in group)]
+    count = sum(len(group) for group in mine)
+    mine_failed = {}
     bar = progress(count, len(done)) if progress else None
     restored = 0
-    steps_run = steps or runner.steps
+    error = None
     try:
         for group in todo:
-            y = np.concatenate([read_image(p) for p in group])
-            if len(group) < batch:  # pad with the last image; its outputs are dropped
-                y = np.concatenate([y] + [y[-1:]] * (batch - len(group)))
+            images = _read_group(group, failures)
+            good = [image for image in images if image is not None]
+            for path, image in zip(group, images):
+                if image is None and path.name not in done:
+                    mine_failed[path.name] = failures[path.name]
+                    _append(log_path, failure_record(path, failures[path.name],
+                                                     processes.rank, settings))
+                    if bar is not None:
+                        bar.update(1)
+            if not good:
+                continue
+            # an unreadable image's place (and the padding) holds a readable one of the
+            # batch; images are independent in a batch, so no other result changes
+            y = np.concatenate([image if image is not None else good[-1] for image in images]
+                               + [good[-1]] * (batch - len(group)))
             batch_seed = image_seed(seed, group[0].name)
             start = time.perf_counter()
             x = runner.restore(y, batch_seed, eta, sigma_y, steps=steps,
-                               keep_measured=keep_measured)
-            seconds = (time.perf_counter() - start) / len(group)
-            for i, path in enumerate(group):
-                if path.name in done:
+                               keep_measured=keep_measured, sampler=sampler)
+            seconds = (time.perf_counter() - start) / len(good)
+            for i, (path, image) in enumerate(zip(group, images)):
+                if path.name in done or image is None:
                     continue
                 target = output_path(out_dir, path)
                 write_image(target, x[i:i + 1])
                 cpsnr = _cpsnr(runner.task, x[i:i + 1], y[i:i + 1], runner.resizer)
                 _append(log_path, log_record(path, target, batch_seed, seconds, cpsnr,
-                                             runner.label, processes.rank, steps_run,
-                                             keep_measured))
+                                             runner.label, processes.rank, settings))
                 restored += 1
                 if bar is not None:
                     bar.update(1)
+    except Exception as exc:  # met at the barriers first: the other processes finish
+        error = exc
     finally:
         if bar is not None:
             bar.close()
     processes.wait()
     if processes.is_main and processes.world > 1 and processes.state is not None:
         merge_logs(out_dir)
+    processes.wait()  # the merge is done before a folder this run created is looked at
+    if created:
+        _remove_if_empty(out_dir)
+    if error is not None:
+        raise error
     return {"total": len(paths), "shard": count, "skipped": len(done), "restored": restored,
-            "rank": processes.rank, "world": processes.world}
+            "failed": mine_failed, "rank": processes.rank, "world": processes.world}
+
+
+def _remove_if_empty(out_dir: Path) -> None:
+    """Remove an output folder that holds no restoration, only failure records (a run that
+    could read nothing leaves nothing behind)."""
+    if any(output_path(out_dir, Path(name)).is_file() for name in read_log(out_dir)):
+        return
+    names = {p.name for p in out_dir.iterdir()}
+    if names <= {p.name for p in log_paths(out_dir)}:
+        for name in names:
+            (out_dir / name).unlink(missing_ok=True)
+        out_dir.rmdir()

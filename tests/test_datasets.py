@@ -139,13 +139,18 @@ def test_rerun_skips_what_is_done_and_redoes_what_is_not(dataset, tmp_path, caps
 class FakeRunner:
     """A batch-``batch`` stand-in for BundleRunner: x = y enlarged x4 plus seeded noise."""
 
-    task, resizer, label, steps = "sr4", "dps", "fake", 4
+    task, resizer, label, steps, backend = "sr4", "dps", "fake", 4, "ort"
 
-    def __init__(self, batch):
-        self.manifest = SimpleNamespace(measurement_shape=[batch, 3, 16, 16], batch=batch)
+    def __init__(self, batch, path):
+        self.manifest = SimpleNamespace(measurement_shape=[batch, 3, 16, 16], batch=batch,
+                                        eta=0.5, sigma_y=0.02)
+        self.path = path  # a folder with a manifest.json: the bundle's identity in the log
+        path.mkdir(exist_ok=True)
+        (path / "manifest.json").write_text("{}")
         self.calls = []
 
-    def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False):
+    def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False,
+                sampler="ddpm"):
         assert y.shape == tuple(self.manifest.measurement_shape)
         self.calls.append(seed)
         noise = np.random.default_rng(seed).standard_normal((y.shape[0], 3, 64, 64))
@@ -157,11 +162,11 @@ def test_batches_pad_the_last_and_shards_do_not_change_results(tmp_path):
     """Batch 3, 5 images: two batches (the second padded); one process or two (in any
     order) write the same files; a batch is seeded by its first image."""
     inputs = list_inputs(_measurements(tmp_path / "in", count=5))
-    one = FakeRunner(3)
+    one = FakeRunner(3, tmp_path / "bundle")
     summary = restore_dataset(one, inputs, tmp_path / "one", seed=7, processes=Processes())
     assert summary["restored"] == 5 and len(one.calls) == 2
     assert one.calls == [image_seed(7, "m0.png"), image_seed(7, "m3.png")]
-    two = FakeRunner(3)
+    two = FakeRunner(3, tmp_path / "bundle")
     for rank in (1, 0):
         restore_dataset(two, inputs, tmp_path / "two", seed=7, processes=Processes(rank, 2))
     assert sorted(two.calls) == sorted(one.calls)
@@ -199,11 +204,7 @@ def test_bad_datasets_are_one_line_errors_with_no_output(dataset, tmp_path, caps
     empty = tmp_path / "empty"
     empty.mkdir()
     _assert_error(run(["restore", empty, "--out", out], capsys), "no .png", out)
-    broken = _measurements(tmp_path / "broken", count=2)
-    (broken / "m9.png").write_bytes(b"not a png at all")
-    _assert_error(run(["restore", broken, "--out", out, *STEPS], capsys),
-                  "cannot read measurement", out)
-    large = _measurements(tmp_path / "large", count=2, side=32)
+    large = _measurements(tmp_path / "large", count=2, side=32)  # nothing readable: no out
     _assert_error(run(["restore", large, "--out", out, *STEPS], capsys), "is 32x32", out)
     twice = _measurements(tmp_path / "twice", count=1)
     Image.open(twice / "m0.png").save(twice / "m0.webp")
@@ -222,7 +223,8 @@ def test_bad_datasets_are_one_line_errors_with_no_output(dataset, tmp_path, caps
                       capsys), "--compare cannot be used with a folder", out)
     _assert_error(run(["restore", dataset, "--out", out, "--model", "tiny"], capsys),
                   "from a bundle", out)
-    _assert_error(run(["restore", dataset, "--out", dataset, *STEPS], capsys), "also an input")
+    _assert_error(run(["restore", dataset, "--out", dataset, *STEPS], capsys),
+                  "is the input folder")
     assert sorted(p.name for p in dataset.iterdir()) == [f"m{i}.png" for i in range(5)]
 
 

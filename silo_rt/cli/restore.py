@@ -59,6 +59,7 @@ class RestoreRequest:
     reference: Path | None
     keep_measured: bool
     samples: int | None
+    overwrite: bool = False
 
 
 @cli.command()
@@ -118,6 +119,10 @@ class RestoreRequest:
                    "OUT is their mean, OUT-stem.sample1..K.png the samples and "
                    "OUT-stem.std.png a heat map of the per-pixel std (scale bar in [-1, 1] "
                    "units); prints their spread")
+@click.option("--overwrite", is_flag=True,
+              help="a folder of measurements: restore again the images that OUT holds from "
+                   "a run with other settings (bundle, seed, steps, eta, sigma-y, precision, "
+                   "keep-measured, ...); without it such a rerun is refused")
 def restore(**params):
     """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).
 
@@ -128,7 +133,9 @@ def restore(**params):
     A folder (its .png/.jpg/.jpeg/.webp files) or a .txt list (one path a line, relative to
     the list) is restored from a bundle into the folder OUT: OUT/<stem>.png per image, written
     atomically, each image seeded from --seed and its file name, a JSON line per image in
-    OUT/restore-log.jsonl (seed, seconds, CPSNR, backend); a rerun skips what is done. Shard it
+    OUT/restore-log.jsonl (seed, settings, seconds, CPSNR, backend); a rerun skips what is done
+    with the same settings, retries what failed and refuses (without --overwrite) to mix in
+    results of other settings. Shard it
     over processes or GPUs with `accelerate launch --multi_gpu --num_processes N -m silo_rt
     restore DIR --out OUT ...`.
     """

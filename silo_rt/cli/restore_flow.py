@@ -11,6 +11,7 @@ import click
 from ..backends import BUNDLE_BACKENDS, REFERENCE_BACKENDS
 from ..errors import SiloError
 from .restore_backends import (
+    refuse_options,
     refuse_torch_options,
     restore_with_bundle,
     restore_with_torch,
@@ -34,6 +35,8 @@ def run_restore(request: RestoreRequest) -> None:
     if is_dataset(request.measurement):
         restore_folder(request)
     else:
+        refuse_options("one measurement (it restores a folder's images again)",
+                       overwrite=request.overwrite or None)
         restore_image(request)
 
 

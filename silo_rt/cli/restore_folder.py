@@ -35,12 +35,13 @@ def _restore_all(request: RestoreRequest) -> None:
     import os
 
     from ..datasets import current_processes, list_inputs, restore_dataset
+    from ..environment import env_int
 
     paths = list_inputs(request.measurement)
     processes = current_processes()
     if request.threads is None and processes.world > 1:  # the processes share the cores
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", processes.world))
-        request = replace(request, threads=max(1, (os.cpu_count() or 1) // max(1, local)))
+        local = env_int("LOCAL_WORLD_SIZE", processes.world, 1, processes.world)
+        request = replace(request, threads=max(1, (os.cpu_count() or 1) // local))
     runner = open_runner(request)
     where = "" if processes.world == 1 else f" (process {processes.rank + 1} of " \
                                             f"{processes.world})"
@@ -51,7 +52,15 @@ def _restore_all(request: RestoreRequest) -> None:
 
     summary = restore_dataset(runner, paths, request.out, request.seed, request.eta,
                               request.sigma_y, request.steps, request.keep_measured, processes,
-                              progress)
+                              progress, precision=request.precision,
+                              # ddpm until restore has a --sampler option
+                              sampler=getattr(request, "sampler", None) or "ddpm",
+                              overwrite=request.overwrite, source=request.measurement)
+    failed = summary["failed"]
     click.echo(f"restored {summary['restored']} of {summary['shard']} images into "
-               f"{request.out}{where}; {summary['skipped']} were already done (backend "
-               f"{runner.label})")
+               f"{request.out}{where}; {summary['skipped']} were already done"
+               f"{f', {len(failed)} failed' if failed else ''} (backend {runner.label})")
+    if failed:
+        names = ", ".join(f"{name} ({reason})" for name, reason in sorted(failed.items()))
+        raise SiloError(f"{len(failed)} of {summary['shard']} images could not be restored "
+                        f"(each logged in {request.out}; a rerun retries only these): {names}")
