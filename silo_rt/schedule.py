@@ -150,5 +150,8 @@ def from_scheduler(scheduler, steps: int, sampler: str = DEFAULT_SAMPLER) -> Sch
         raise SiloError(f"steps must be between 1 and {train_steps}, got {steps}")
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps.numpy().astype(np.int64)
+    if timesteps.max() >= train_steps:  # steps_offset pushed the first step past the end
+        raise SiloError(f"{steps} steps would start at timestep {timesteps.max()}; use at most "
+                        f"{train_steps - 1} steps")
     return Schedule(timesteps, _rows(scheduler.alphas_cumprod.double().numpy(), timesteps,
                                      lambda t: int(scheduler.previous_timestep(t)), sampler))

@@ -9,7 +9,16 @@ import click
 from ..degradations import DEFAULT_SIGMA_Y
 from ..errors import SiloError
 from .group import cli
-from .options import IMAGE_SIZE, SEED, SIGMA_HELP, SIGMA_Y, resizer_option, task_option
+from .options import (
+    IMAGE_SIZE,
+    SEED,
+    SIGMA_HELP,
+    SIGMA_Y,
+    refuse_unused,
+    resizer_option,
+    task_option,
+    uses_resizer,
+)
 
 
 @cli.command()
@@ -31,6 +40,7 @@ def degrade(image, task, sigma_y, seed, size, resizer, out):
     from ..degradations import make_measurement
     from ..images import check_outputs, image_format, read_image, write_image
 
+    refuse_unused(f"task {task}", resizer=uses_resizer(task))
     check_outputs([out], inputs=[image])
     image_format(out)
     x = read_image(image)

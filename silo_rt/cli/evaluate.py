@@ -9,7 +9,7 @@ import click
 from ..backends import AUTO, RUNNER_BACKENDS
 from ..degradations import task_names
 from .group import cli
-from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS, FiniteFloat
+from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS, FiniteFloat, refuse_unused
 
 
 @cli.command()
@@ -37,9 +37,9 @@ from .options import SEED, SIGMA_HELP, SIGMA_Y, STEPS, THREADS, FiniteFloat
                    "through PyTorch: silo-torch, ldps, gml-dps, psld, resample (a baseline adds "
                    "silo-torch, for a like-for-like time). Needs --model/--operator, or the "
                    "embedded demo (rebuilt in PyTorch from its bundles)")
-@click.option("--omega", type=click.FloatRange(0, 1e4), default=0.1, show_default=True,
+@click.option("--omega", type=FiniteFloat(0, 1e4), default=0.1, show_default=True,
               help="LDPS/GML-DPS/PSLD step size on the measurement term (PSLD's code: 0.1)")
-@click.option("--gamma", type=click.FloatRange(0, 1e4), default=0.01, show_default=True,
+@click.option("--gamma", type=FiniteFloat(0, 1e4), default=0.01, show_default=True,
               help="GML-DPS/PSLD step size on the gluing term (PSLD's code: 0.01)")
 @click.option("--resample-gamma", type=FiniteFloat(0, 1e6, min_open=True), default=40.0,
               show_default=True,
@@ -68,10 +68,17 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, backend, precision
     images against a simple baseline (bicubic for sr, a biharmonic fill for ip) and, with
     --methods, against LDPS, GML-DPS, PSLD and ReSample on the same prior."""
     from ..baselines import BaselineWeights
+    from ..datasets import check_output_folder
     from ..evaluation import evaluate_bundle, parse_methods
     from ..resample import ReSampleSettings
 
     chosen = parse_methods(methods)
+    refuse_unused(f"--methods {methods}", omega=bool({"ldps", "gml-dps", "psld"} & {*chosen}),
+                  gamma=bool({"gml-dps", "psld"} & {*chosen}),
+                  **dict.fromkeys(("resample_gamma", "resample_eps",
+                                   "resample_latent_iterations"), "resample" in chosen))
+    if data.is_dir():
+        check_output_folder(out, data)
     is_demo = bundle is None
     if bundle is None:
         from ..demo import demo_bundle

@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 
 import click
+from click.core import ParameterSource
 
 from ..degradations import DEFAULT_SIGMA_Y, all_degradations, task_names
+from ..errors import SiloError
 from ..resize import DEFAULT_RESIZER, RESIZERS
 
 TASK_HELP = "degradation: " + "; ".join(f"{t.name} = {t.description}"
@@ -24,7 +26,8 @@ MAX_SAMPLES = 64
 
 
 class FiniteFloat(click.FloatRange):
-    """A float in a range that is also finite (click's FloatRange lets NaN through)."""
+    """A float in a range that is also finite (click's FloatRange lets NaN through): the type
+    of every float option of every command (a test holds the command tree to it)."""
 
     name = "float"
 
@@ -39,7 +42,9 @@ SIGMA_Y = FiniteFloat(0.0, 1.0, max_open=True)
 ETA = FiniteFloat(0.0, 100.0)
 CFG = FiniteFloat(1.0, 50.0)
 SEED = click.IntRange(0, MAX_SEED)
-STEPS = click.IntRange(1, 1000)
+STEPS = click.IntRange(1, 999)
+"""DDPM steps: 999 is the most every prior and backend runs (SD-1.x's ``steps_offset = 1``
+puts a 1000th step at timestep 1000, past its training schedule)."""
 IMAGE_SIZE = click.IntRange(8, 4096)
 THREADS = click.IntRange(1, 1024)
 LEARNING_RATE = FiniteFloat(0.0, 1.0, min_open=True)
@@ -57,3 +62,27 @@ time_input_option = click.option(
     help="what a readout operator's time projection receives: unet = the UNet's timestep "
          "embedding (the paper), none = nothing (how the authors' code samples with their "
          "released readout files)  [default: as the operator file records]")
+
+
+def given(name: str) -> bool:
+    """Whether the running command's parameter ``name`` was set (on the command line, in the
+    environment or in a recipe) rather than left at its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, ParameterSource.DEFAULT)
+
+
+def refuse_unused(what: str, **options) -> None:
+    """Refuse options given that ``what`` (e.g. "task ip") would ignore: ``options`` is
+    ``{parameter name: whether it is used}``; the message names the unused ones."""
+    unused = [f"--{name.replace('_', '-')}" for name, used in options.items()
+              if not used and given(name)]
+    if unused:
+        raise SiloError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} nothing "
+                        f"for {what}; leave {'it' if len(unused) == 1 else 'them'} out")
+
+
+def uses_resizer(task: str) -> bool:
+    """Whether ``task``'s measurement depends on ``--resizer`` (the SR tasks)."""
+    from ..degradations import get_degradation
+
+    return hasattr(get_degradation(task), "resizer")

@@ -15,8 +15,10 @@ from .options import (
     SEED,
     SIGMA_Y,
     FiniteFloat,
+    refuse_unused,
     resizer_option,
     task_option,
+    uses_resizer,
 )
 
 
@@ -54,6 +56,7 @@ def train(arch, task, data, model, steps, batch_size, lr, size, sigma_y_max, see
     from ..prior import load_prior
     from ..training import TrainOptions, train_operator
 
+    refuse_unused(f"task {task}", resizer=uses_resizer(task))
     sigma_range = None if sigma_y_max is None else (0.0, sigma_y_max)
     options = TrainOptions(arch=arch, task=task, data=data, out=out, steps=steps,
                            batch_size=batch_size, lr=lr, image_size=size,
