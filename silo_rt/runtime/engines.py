@@ -31,10 +31,10 @@ from pathlib import Path
 
 from ..bundle_format import Manifest, bundle_path, sha256_file, write_manifest
 from ..errors import SiloError
+from . import cuda_device
+from .plan_store import PLAN_FOLDER, PlanStore  # noqa: F401  (PLAN_FOLDER: re-exported)
 
-PLAN_FOLDER = "tensorrt"
-"""Where a bundle keeps its TensorRT plans (the manifest lists them under ``engines``)."""
-
+TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
 PRECISIONS = ("fp32", "fp16")
 VAE_GRAPHS = ("vae_encoder", "vae_decoder")
 ENGINE_GRAPHS = ("vae_encoder", "vae_decoder", "step")
@@ -53,22 +53,36 @@ RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.x")
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
 
 
-def import_tensorrt():
-    """``(module, flavour)``: ``tensorrt`` if installed, else ``tensorrt_rtx``."""
-    try:
-        import tensorrt as trt
+def import_tensorrt(prefer: str = "tensorrt"):
+    """``(module, flavour)``: ``prefer`` (``tensorrt`` or ``tensorrt_rtx``) if installed, else
+    the other one.
 
-        return trt, "tensorrt"
-    except ImportError:
-        pass
-    try:
-        import tensorrt_rtx as trt
+    Engines for a GPU prefer NVIDIA's full ``tensorrt`` (it supports every GPU); the
+    GPU-less check prefers ``tensorrt_rtx``, whose ahead-of-time builder needs no GPU
+    (full TensorRT's ``Builder`` cannot even be created without one).
+    """
+    import importlib
 
-        return trt, "tensorrt_rtx"
-    except ImportError:
-        raise SiloError("TensorRT is not installed: install NVIDIA's `tensorrt` wheel on a GPU "
-                        "machine (to only check graphs, no GPU needed: "
-                        "pip install 'silo-rt[trt-check]')") from None
+    for flavour in sorted(TENSORRT_MODULES, key=lambda name: name != prefer):
+        try:
+            return importlib.import_module(flavour), flavour
+        except ImportError:
+            continue
+    raise SiloError("TensorRT is not installed: install NVIDIA's `tensorrt` wheel on a GPU "
+                    "machine (to only check graphs, no GPU needed: "
+                    "pip install 'silo-rt[trt-check]')")
+
+
+_LOGGERS: dict[str, object] = {}
+
+
+def trt_logger(trt):
+    """The one ``trt.Logger`` of this process for ``trt`` (TensorRT registers the first
+    logger it sees and warns when a later builder or runtime brings another)."""
+    name = getattr(trt, "__name__", str(id(trt)))
+    if name not in _LOGGERS:
+        _LOGGERS[name] = trt.Logger(trt.Logger.WARNING)
+    return _LOGGERS[name]
 
 
 # ---------------------------------------------------------------- ONNX parser rules (static)
@@ -354,6 +368,11 @@ def _parse(trt, logger, onnx_path: Path):
     return builder, network, parser, errors
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _first(lines: list[str]) -> str:
     return lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
 
@@ -383,12 +402,17 @@ def check_onnx_with_tensorrt(onnx_path: Path, build: bool = True, fp32_nodes=fro
     if static and fp32_nodes and (typed := onnx_tail_violations(model, fp32_nodes)):
         return verdict(False, "precision", _first(typed))
     try:
-        trt, flavor = import_tensorrt()
+        trt, flavor = import_tensorrt(prefer="tensorrt_rtx")
     except SiloError as exc:
         return verdict(None, "skipped", f"static checks passed; {exc}")
     version = trt.__version__
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder, network, parser, errors = _parse(trt, logger, onnx_path)
+    try:
+        builder, network, parser, errors = _parse(trt, trt_logger(trt), onnx_path)
+    except (RuntimeError, TypeError) as exc:  # full TensorRT without a GPU: no Builder
+        return verdict(None, "skipped", f"static checks passed; {flavor} {version} cannot "
+                       f"create a builder here ({_first_line(exc)}): install TensorRT-RTX "
+                       "(pip install 'silo-rt[trt-check]') to check graphs without a GPU",
+                       flavor, version)
     if errors:
         return verdict(False, "parse", _first(errors), flavor, version)
     if fp32_nodes and (layers := tail_layer_violations(network, fp32_nodes)):
@@ -495,30 +519,42 @@ def engine_sources(graph_names, precision: str) -> dict[str, str]:
     return {"vae_encoder": "vae_encoder", "vae_decoder": "vae_decoder", "step": source}
 
 
-def current_key(precision: str) -> EngineKey:
-    """The key of this machine (GPU 0) and TensorRT installation.
+def default_precision(graph_names) -> str:
+    """The step precision TensorRT runs a bundle in when none is asked for: fp16 where the
+    bundle has its ``step_fp16`` graph (an fp16 export), else fp32 (the default export and
+    the demo bundles)."""
+    return "fp16" if STEP_SOURCES["fp16"] in graph_names else "fp32"
 
-    Refuses TensorRT-RTX on compute capabilities it does not support.
+
+def current_key(precision: str, device: int | None = None) -> EngineKey:
+    """The key of this process's GPU (``device``, default :func:`~.cuda_device.device_index`
+    of ``LOCAL_RANK``) and TensorRT installation.
+
+    Refuses TensorRT-RTX on compute capabilities it does not support, and TensorRT built for
+    another CUDA major than cuda-python's.
     """
     trt, flavor = import_tensorrt()
-    major, minor = _compute_capability()
+    rt = cuda_device.cudart()
+    cuda_device.check_cuda_pairing(cuda_device.tensorrt_cuda_major(),
+                                   cuda_device.bindings_major())
+    if device is None:
+        err, count = rt.cudaGetDeviceCount()
+        if int(err) != 0:
+            raise SiloError(f"no usable CUDA device: {cuda_device.explain(err, rt)}")
+        device = cuda_device.device_index(count)
+    major, minor = cuda_device.compute_capability(device, rt)
     key = EngineKey(flavor, trt.__version__, f"{major}.{minor}", precision)
     check_flavor_supports(flavor, key.version, key.compute_capability)
     return key
 
 
-def _compute_capability() -> tuple[int, int]:
+def tensorrt_unavailable_reason() -> str | None:
+    """None where TensorRT and a CUDA GPU are usable here, else one line saying why not."""
     try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            raise SiloError("cuda-python is not installed (pip install cuda-python)") from None
-    err, props = cudart.cudaGetDeviceProperties(0)
-    if int(err) != 0:
-        raise SiloError(f"no usable CUDA device ({err})")
-    return props.major, props.minor
+        current_key("fp32")
+    except SiloError as exc:
+        return str(exc)
+    return None
 
 
 def select_engines(engines: dict, key: EngineKey) -> dict | None:
@@ -557,8 +593,7 @@ def build_plan(onnx_path: Path, plan_path: Path, config: EngineBuildConfig,
     the layers made from them must output float32, else nothing is built.
     """
     trt, flavor = import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder, network, parser, errors = _parse(trt, logger, onnx_path)
+    builder, network, parser, errors = _parse(trt, trt_logger(trt), onnx_path)
     if errors:
         raise SiloError(f"TensorRT cannot parse {onnx_path.name}: {_first(errors)}")
     if fp32_nodes and (layers := tail_layer_violations(network, fp32_nodes)):
@@ -568,9 +603,7 @@ def build_plan(onnx_path: Path, plan_path: Path, config: EngineBuildConfig,
                       config.workspace_gib)
     cache = None
     if timing_cache is not None and uses_timing_cache(flavor):
-        cache_bytes = timing_cache.read_bytes() if timing_cache.is_file() else b""
-        cache = builder_config.create_timing_cache(cache_bytes)
-        builder_config.set_timing_cache(cache, ignore_mismatch=True)
+        cache = attach_timing_cache(builder_config, timing_cache)
     start = time.perf_counter()
     plan = builder.build_serialized_network(network, builder_config)
     if plan is None:
@@ -582,19 +615,55 @@ def build_plan(onnx_path: Path, plan_path: Path, config: EngineBuildConfig,
     return seconds
 
 
-def build_engines(bundle: Path, manifest: Manifest, config: EngineBuildConfig,
-                  log=lambda line: None) -> tuple[Manifest, dict]:
-    """Build the bundle's engines for this machine and record them in the manifest.
+def timing_cache_name(key: EngineKey) -> str:
+    """A timing cache per TensorRT version *and* GPU: timings of another GPU are not reused."""
+    return (f"timing-{key.flavor}-{key.version}-"
+            f"sm{key.compute_capability.replace('.', '')}.cache")
 
-    Returns the updated manifest (rewritten atomically) and the new engine entry.
+
+def attach_timing_cache(builder_config, path: Path):
+    """Give the build the timing cache stored at ``path`` (a fresh one when it is missing or
+    TensorRT refuses it as another device's); returns the cache object to save after."""
+    cache_bytes = path.read_bytes() if path.is_file() else b""
+    cache = builder_config.create_timing_cache(cache_bytes)
+    if not builder_config.set_timing_cache(cache, ignore_mismatch=False) and cache_bytes:
+        cache = builder_config.create_timing_cache(b"")
+        if not builder_config.set_timing_cache(cache, ignore_mismatch=False):
+            raise SiloError("TensorRT refused an empty timing cache")
+    return cache
+
+
+def build_engines(bundle: Path, manifest: Manifest, config: EngineBuildConfig,
+                  log=lambda line: None, store: PlanStore | None = None,
+                  key: EngineKey | None = None) -> tuple[Manifest, dict]:
+    """The bundle's engines for this machine (``key``), built unless another process built
+    them while this one waited for the build lock, and recorded in the manifest (or, for a
+    read-only bundle, beside the plans in the user cache: :mod:`.plan_store`).
+
+    Returns the (re-read or updated, rewritten atomically) manifest and the engine entry.
     """
+    bundle = Path(bundle)
+    store = store or PlanStore.for_bundle(bundle)
+    key = key or current_key(config.precision)
+    engine_sources(manifest.graphs, config.precision)
+    if not store.in_bundle:
+        log(store.describe())
+    with store.building(key.folder):
+        manifest = store.reload(manifest)
+        entry = store.entry(manifest, key.folder)
+        if entry is not None:
+            log(f"TensorRT engines for {key.describe()} were built by another process")
+            return manifest, entry
+        return _build_engines(bundle, manifest, config, log, store, key)
+
+
+def _build_engines(bundle: Path, manifest: Manifest, config: EngineBuildConfig, log,
+                   store: PlanStore, key: EngineKey) -> tuple[Manifest, dict]:
     import onnx
 
     sources = engine_sources(manifest.graphs, config.precision)
-    key = current_key(config.precision)
-    folder = Path(bundle) / PLAN_FOLDER / key.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    timing_cache = Path(bundle) / PLAN_FOLDER / f"timing-{key.flavor}-{key.version}.cache"
+    folder = store.plan_folder(key.folder)
+    timing_cache = store.timing_cache(timing_cache_name(key))
     plans = {}
     for graph, source in sources.items():
         onnx_path = Path(bundle) / manifest.graphs[source].file
@@ -606,15 +675,18 @@ def build_engines(bundle: Path, manifest: Manifest, config: EngineBuildConfig,
         plan_path = folder / f"{graph}.plan"
         seconds = build_plan(onnx_path, plan_path, config, timing_cache, tail)
         log(f"  {graph}: {seconds:.1f} s")
-        plans[graph] = {"file": str(plan_path.relative_to(bundle)), "source": source,
+        plans[graph] = {"file": str(plan_path.relative_to(store.root)), "source": source,
                         "precision": precision, "sha256": sha256_file(plan_path),
                         "build_s": seconds}
     entry = {"key": asdict(key), "config": asdict(config), "plans": plans,
              "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if not store.in_bundle:
+        store.record(key.folder, entry)
+        return manifest, entry
     passes = {**manifest.export_passes, "tensorrt engines": f"applied: {key.describe()}"}
     manifest = dataclasses.replace(manifest, engines={**manifest.engines, key.folder: entry},
                                    export_passes=passes)
-    write_manifest(Path(bundle), manifest)
+    write_manifest(bundle, manifest)
     return manifest, entry
 
 

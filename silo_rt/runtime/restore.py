@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,22 @@ from .ort_backend import OrtGraphs
 
 def tensorrt_available() -> bool:
     """Whether TensorRT and a CUDA GPU are usable here."""
-    try:
-        from .engines import current_key
+    from .engines import tensorrt_unavailable_reason
 
-        current_key("fp32")
-        return True
-    except SiloError:
-        return False
+    return tensorrt_unavailable_reason() is None
+
+
+def _tensorrt_for_auto(log) -> bool:
+    """Whether ``auto`` takes TensorRT; where TensorRT and cuda-python are installed but
+    cannot be used (no GPU, a driver too old for this cuda-python, ...) says why in one line
+    to ``log`` (TensorRT alone, as the GPU-less graph check installs it, says nothing)."""
+    from .engines import TENSORRT_MODULES, tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if (reason is not None and find_spec("cuda") is not None
+            and any(find_spec(m) for m in TENSORRT_MODULES)):
+        log(f"auto: TensorRT is installed but not used: {reason}")
+    return reason is None
 
 
 def check_overrides(eta: float | None, sigma_y: float | None) -> None:
@@ -45,8 +55,9 @@ class BundleRunner:
             present, else the fastest CPU backend that agrees with ONNX Runtime on this
             bundle (:mod:`.backend_choice`; :attr:`label` says which and why).
         providers, threads: passed to the ONNX Runtime / OpenVINO graphs.
-        precision: ``fp16``, ``fp32`` or ``bf16`` step (None: fp16 with TensorRT, else
-            fp32); fp16 needs a bundle exported with ``--precision fp16``, bf16 OpenVINO.
+        precision: ``fp16``, ``fp32`` or ``bf16`` step (None: fp32, or with TensorRT fp16
+            where the bundle has its ``step_fp16`` graph); fp16 needs a bundle exported
+            with ``--precision fp16``, bf16 OpenVINO.
         verify: check every file's sha256 against the manifest first.
         log: progress lines (e.g. TensorRT engine builds on first use).
     """
@@ -59,7 +70,7 @@ class BundleRunner:
                             f"{', '.join((AUTO, *RUNNER_BACKENDS))}")
         self.path = Path(bundle)
         self.manifest = load_manifest(self.path, verify=verify)
-        if backend == AUTO and tensorrt_available():
+        if backend == AUTO and _tensorrt_for_auto(log):
             backend = "trt"
         elif backend == AUTO and precision in ("fp16", "bf16"):  # the one CPU backend for each
             backend = "ort" if precision == "fp16" else "openvino"
@@ -71,12 +82,14 @@ class BundleRunner:
                                                            providers, log)
             self.label = f"auto: {why}"
         elif backend == "trt":
+            from .engines import default_precision
             from .tensorrt_backend import TrtGraphs
 
             if precision == "bf16":
                 raise SiloError("TensorRT runs a bundle's fp16 or fp32 step, not bf16")
 
-            self.graphs = TrtGraphs(self.path, self.manifest, precision or "fp16", log=log)
+            precision = precision or default_precision(self.manifest.graphs)
+            self.graphs = TrtGraphs(self.path, self.manifest, precision, log=log)
             self.label = f"trt ({self.graphs.key.describe()})"
         elif backend == "openvino":
             from .openvino_backend import OpenVinoGraphs

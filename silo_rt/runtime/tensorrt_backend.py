@@ -13,18 +13,26 @@ one comes; the graphs never read them directly): before each replay three small
 device-to-device copies load that step's entries into the step engine's input buffers. The
 host synchronises once, at the end, then checks every step's loss for NaN/Inf.
 
-Every cuda-python status and every ``execute_async_v3`` result is checked. Needs TensorRT
+Every cuda-python status and every ``execute_async_v3`` result is checked. ``close()`` frees
+best-effort: after a failing CUDA call it still frees everything else, then raises the first
+error once; a failure while loading is raised as itself, not as a failure of the cleanup
+after it. A runner never closed is closed at interpreter exit (before CUDA unloads).
+Each process binds to its own GPU (``LOCAL_RANK``, :mod:`.cuda_device`). Needs TensorRT
 (``tensorrt`` or ``tensorrt_rtx``) and cuda-python; no torch.
 """
 
 from __future__ import annotations
 
+import atexit
+import weakref
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 
 from ..bundle_format import Manifest
 from ..errors import SiloError
+from . import cuda_device
 from .engines import (
     EngineBuildConfig,
     build_engines,
@@ -34,22 +42,36 @@ from .engines import (
     engine_sources,
     explain_invalid_plan,
     import_tensorrt,
-    select_engines,
     set_context_memory,
+    trt_logger,
     verify_engine_files,
 )
 from .finite import check_losses
+from .plan_store import PlanStore
 
 
 def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
+    return cuda_device.cudart()
+
+
+class _Cleanup:
+    """Runs cleanup calls, goes on after one fails, and raises the first failure once."""
+
+    def __init__(self):
+        self.errors: list[BaseException] = []
+
+    def call(self, fn, *args) -> None:
         try:
-            from cuda import cudart
-        except ImportError:
-            raise SiloError("cuda-python is not installed (pip install cuda-python)") from None
-    return cudart
+            fn(*args)
+        except Exception as exc:
+            self.errors.append(exc)
+
+    def raise_first(self, what: str) -> None:
+        if self.errors:
+            first = self.errors[0]
+            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+            line = str(first).strip().splitlines()[0] if str(first).strip() else repr(first)
+            raise SiloError(f"{what}: {line}{more}") from first
 
 
 def _ok(result, what: str = "CUDA call"):
@@ -177,17 +199,24 @@ class Engine:
         self._graphs.append((graph, executable))
         return executable
 
-    def close(self) -> None:
-        """Destroy the graphs, free the buffers, release context and engine."""
+    def close(self, cleanup: _Cleanup | None = None) -> None:
+        """Destroy the graphs, free the buffers, release context and engine (everything,
+        also after a failing call; the first failure is raised, or kept in ``cleanup``)."""
+        own = cleanup is None
+        cleanup = cleanup or _Cleanup()
+        cudart = self._cudart
         while self._graphs:
             graph, executable = self._graphs.pop()
-            _ok(self._cudart.cudaGraphExecDestroy(executable), "cudaGraphExecDestroy")
-            _ok(self._cudart.cudaGraphDestroy(graph), "cudaGraphDestroy")
+            cleanup.call(lambda e=executable: _ok(cudart.cudaGraphExecDestroy(e),
+                                                  "cudaGraphExecDestroy"))
+            cleanup.call(lambda g=graph: _ok(cudart.cudaGraphDestroy(g), "cudaGraphDestroy"))
         for buffer in self.buffers.values():
-            buffer.free()
+            cleanup.call(buffer.free)
         self.buffers.clear()
         self.context = None  # the context goes before its engine
         self.engine = None
+        if own:
+            cleanup.raise_first(f"freeing TensorRT engine {self.name} failed")
 
 
 class TrtGraphs:
@@ -205,14 +234,17 @@ class TrtGraphs:
         trt, self.flavor = import_tensorrt()
         self._trt, self._cudart = trt, _cudart()
         engine_sources(manifest.graphs, precision)  # refuse fp16 without step_fp16 before any build
-        key = current_key(precision)
-        entry = select_engines(manifest.engines, key)
+        self.device = cuda_device.select_device(self._cudart)  # LOCAL_RANK's GPU
+        key = current_key(precision, self.device)
+        store = PlanStore.for_bundle(bundle)
+        entry = store.entry(manifest, key.folder)
         if entry is None:
             log(f"no TensorRT engines for {key.describe()} in this bundle: building them")
-            manifest, entry = build_engines(bundle, manifest,
-                                  build_config or EngineBuildConfig(precision=precision), log)
+            manifest, entry = build_engines(
+                bundle, manifest, build_config or EngineBuildConfig(precision=precision), log,
+                store, key)
         check_plan_entry(entry, key)
-        paths = verify_engine_files(bundle, entry)
+        paths = verify_engine_files(store.root, entry)
         self.key, self.manifest = key, manifest
         self.engines: dict[str, Engine] = {}
         self.stream = self.activations = None
@@ -222,15 +254,18 @@ class TrtGraphs:
         self._step_graphs: list | None = None
         try:
             self.stream = _ok(self._cudart.cudaStreamCreate(), "cudaStreamCreate")
-            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            runtime = trt.Runtime(trt_logger(trt))
             for graph, path in paths.items():
                 self.engines[graph] = Engine(trt, runtime, path)
             self.activations = DeviceBuffer(max(e.device_memory for e in self.engines.values()))
             for engine in self.engines.values():
                 engine.activate(self.activations)
         except BaseException:
-            self.close()
+            with suppress(Exception):  # the load failure is the error to report
+                self.close()
             raise
+        self._at_exit = _close_at_exit(self)
+        atexit.register(self._at_exit)
 
     def __enter__(self):
         return self
@@ -239,21 +274,33 @@ class TrtGraphs:
         self.close()
 
     def close(self) -> None:
-        """Free graphs, buffers, contexts, engines and the stream (idempotent)."""
+        """Free graphs, buffers, contexts, engines and the stream (idempotent).
+
+        Best-effort: a failing call (after a sticky CUDA error, every later one fails too)
+        does not stop the rest from being freed; the first failure is raised at the end.
+        """
+        at_exit = getattr(self, "_at_exit", None)
+        if at_exit is not None:
+            atexit.unregister(at_exit)
+            self._at_exit = None
+        cleanup = _Cleanup()
+        cudart = self._cudart
         if self.stream is not None:
-            _ok(self._cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+            cleanup.call(lambda: _ok(cudart.cudaStreamSynchronize(self.stream),
+                                     "cudaStreamSynchronize"))
         for engine in self.engines.values():
-            engine.close()
+            engine.close(cleanup)
         self.engines.clear()
         self._step_graphs = None
         for buffer in [*self._tables.values(), self._z_other, self.activations]:
             if buffer is not None:
-                buffer.free()
+                cleanup.call(buffer.free)
         self._tables.clear()
         self._capacity, self._z_other, self.activations = 0, None, None
         if self.stream is not None:
             stream, self.stream = self.stream, None
-            _ok(self._cudart.cudaStreamDestroy(stream), "cudaStreamDestroy")
+            cleanup.call(lambda: _ok(cudart.cudaStreamDestroy(stream), "cudaStreamDestroy"))
+        cleanup.raise_first("freeing the TensorRT runner failed")
 
     def run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run one engine on host arrays; returns its outputs as host arrays."""
@@ -338,3 +385,22 @@ class TrtGraphs:
             for i in range(steps):
                 callback(i, int(timesteps[i]), None, float(loss_values[i]))
         return result
+
+
+def _close_at_exit(graphs: TrtGraphs):
+    """An ``atexit`` hook closing ``graphs`` if it is still open when the interpreter ends
+    (CUDA objects freed during interpreter teardown, after CUDA unloads, fail noisily); it
+    holds only a weak reference, so it keeps nothing alive."""
+    ref = weakref.ref(graphs)
+
+    def close():
+        graphs = ref()
+        if graphs is not None:
+            try:
+                graphs.close()
+            except Exception as exc:  # nothing to report to at exit but stderr
+                import sys
+
+                print(f"silo-rt: {exc}", file=sys.stderr)
+
+    return close
