@@ -623,3 +623,48 @@ def test_the_cli_reports_a_refused_authors_file_in_one_line(tiny_files, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "random-box inpainting" in err[-1]
     assert not (tmp_path / "bundle").exists()
+
+
+# --- #27: wrong ranks and types, non-finite weights: one line, named, never a traceback -------
+
+@pytest.mark.parametrize("replacement", ["1-D", "string", "integer tensor", "NaN", "inf"])
+def test_every_tensor_with_a_wrong_rank_type_or_value_is_refused_in_one_line(
+        tiny_prior, tiny_files, tmp_path, replacement):
+    """Each tensor of both layouts in turn: a 1-D tensor where it has another shape, a string,
+    an integer tensor, or a NaN/inf inside: one SiloError line naming that tensor (sizes were
+    read off unchecked tensors before: IndexError/AttributeError; non-finite weights loaded)."""
+    checked = 0
+    for kind in ("cnn", "rg"):
+        state = tiny_files[kind]
+        for name, tensor in state.items():
+            bad = dict(state)
+            if replacement == "1-D":
+                if tensor.dim() == 1 and tensor.shape[0] == 1:
+                    continue
+                bad[name] = torch.zeros(1)
+            elif replacement == "string":
+                bad[name] = "weights"
+            elif replacement == "integer tensor":
+                bad[name] = torch.zeros(tensor.shape, dtype=torch.int64)
+            else:
+                bad[name] = tensor.clone()
+                bad[name].view(-1)[-1] = float(replacement.lower())
+            path = save_authors(tmp_path, f"sr_4_{kind}_ffhq_operator.pt", kind, bad)
+            with pytest.raises(SiloError) as exc:
+                load_operator(path, tiny_prior)
+            message = one_line(exc)
+            ours = name_map("cnn" if kind == "cnn" else "readout", 4).get(name, name)
+            assert name in message or ours in message, message
+            checked += 1
+    assert checked > 100  # every tensor of both layouts
+
+
+def test_non_finite_weights_in_a_silo_rt_checkpoint_are_refused(tiny_prior, tmp_path):
+    config = OperatorConfig.for_prior(tiny_prior, "cnn", "sr4")
+    operator = build_operator(config)
+    with torch.no_grad():
+        operator.process[1].bias[0] = float("nan")
+    path = save_operator(tmp_path / "op.safetensors", operator, config)
+    with pytest.raises(SiloError, match="process.1.bias holds 1 non-finite") as exc:
+        load_operator(path, tiny_prior)
+    one_line(exc)

@@ -134,7 +134,23 @@ def _rename(state: dict, mapping: dict[str, str], what: str) -> dict[str, torch.
         detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
         raise SiloError(f"not an authors' {what} checkpoint as released ({detail}; "
                         f"{len(missing)} missing, {len(extra)} unexpected tensors)")
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            kind = f"a {tensor.dtype} tensor" if isinstance(tensor, torch.Tensor) else \
+                f"a {type(tensor).__name__}"
+            raise SiloError(f"not an authors' {what} checkpoint as released: {name} is {kind}, "
+                            "not a floating-point tensor")
     return {mapping[name]: tensor for name, tensor in state.items()}
+
+
+def _size(state: dict, file_names: dict[str, str], name: str, rank: int, axis: int) -> int:
+    """Dimension ``axis`` of tensor ``name``, after checking it has ``rank`` dimensions (sizes
+    are read off the tensors before the operator that would check them is built)."""
+    tensor = state[name]
+    if tensor.dim() != rank:
+        raise SiloError(f"{file_names.get(name, name)} has shape {tuple(tensor.shape)}; the "
+                        f"authors' layout has a {rank}-D tensor there")
+    return int(tensor.shape[axis])
 
 
 def _cnn(state: dict) -> AuthorsCheckpoint:
@@ -143,11 +159,13 @@ def _cnn(state: dict) -> AuthorsCheckpoint:
                         "sampling and released files use the LayerNorm one, which silo-rt loads")
     mapping = name_map("cnn")
     renamed = _rename(state, mapping, "CNN")
+    names = {ours: theirs for theirs, ours in mapping.items()}
     return AuthorsCheckpoint(
-        "cnn", renamed, latent_channels=renamed["process.1.weight"].shape[0],
-        latent_size=_side(renamed["sigma_map.2.weight"].shape[0], "sigma_condition_precondition"),
-        embedding_dim=renamed["sigma_map.0.weight"].shape[1], feature_channels=[], hidden=0,
-        file_names={ours: theirs for theirs, ours in mapping.items()})
+        "cnn", renamed, latent_channels=_size(renamed, names, "process.1.weight", 4, 0),
+        latent_size=_side(_size(renamed, names, "sigma_map.2.weight", 2, 0),
+                          "sigma_condition_precondition"),
+        embedding_dim=_size(renamed, names, "sigma_map.0.weight", 2, 1), feature_channels=[],
+        hidden=0, file_names=names)
 
 
 def _readout(entry: dict, trained_steps) -> AuthorsCheckpoint:
@@ -158,16 +176,18 @@ def _readout(entry: dict, trained_steps) -> AuthorsCheckpoint:
         raise SiloError("the aggregation_network entry has no bottleneck layers")
     mapping = name_map("readout", layers)
     renamed = _rename(entry, mapping, "Readout-Guidance")
+    names = {ours: theirs for theirs, ours in mapping.items()}
     return AuthorsCheckpoint(
-        "readout", renamed, latent_channels=renamed["head.4.weight"].shape[0],
-        latent_size=_side(renamed["sigma_map.weight"].shape[0], "sigma_emb_linear"),
-        embedding_dim=renamed["sigma_map.weight"].shape[1],
+        "readout", renamed, latent_channels=_size(renamed, names, "head.4.weight", 4, 0),
+        latent_size=_side(_size(renamed, names, "sigma_map.weight", 2, 0), "sigma_emb_linear"),
+        embedding_dim=_size(renamed, names, "sigma_map.weight", 2, 1),
         # each layer's features arrive with the σ_y map as one extra channel
-        feature_channels=[renamed[f"blocks.{i}.reduce.0.weight"].shape[1] - 1
+        feature_channels=[_size(renamed, names, f"blocks.{i}.reduce.0.weight", 4, 1) - 1
                           for i in range(layers)],
-        hidden=renamed["blocks.0.expand.0.weight"].shape[0],
-        trained_steps=int(trained_steps) if isinstance(trained_steps, int) else 0,
-        file_names={ours: theirs for theirs, ours in mapping.items()})
+        hidden=_size(renamed, names, "blocks.0.expand.0.weight", 4, 0),
+        trained_steps=trained_steps if isinstance(trained_steps, int)
+        and not isinstance(trained_steps, bool) and trained_steps >= 0 else 0,
+        file_names=names)
 
 
 def recognise(raw) -> AuthorsCheckpoint | None:

@@ -309,6 +309,15 @@ def _check_shapes(operator: torch.nn.Module, state: dict, path: Path, arch: str,
                             f"expected {tuple(want.shape)}")
 
 
+def _check_finite(state: dict, path: Path, file_names: dict[str, str]) -> None:
+    """Refuse weights with NaN or infinity (they restore a black image), naming the tensor."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise SiloError(f"{path.name}: tensor {file_names.get(name, name)} holds {bad} "
+                            "non-finite value(s) (NaN or infinity); refusing these weights")
+
+
 def load_operator(path: str | Path, prior=None, task: str | None = None,
                   arch: str | None = None, image_size: int | None = None,
                   time_input: str | None = None) -> tuple[torch.nn.Module, OperatorConfig]:
@@ -344,6 +353,7 @@ def load_operator(path: str | Path, prior=None, task: str | None = None,
             raise SiloError("--time-input applies to readout operators only")
         config = dataclasses.replace(config, time_input=time_input)
     config.check_compatible(prior, task, image_size, source=f"operator {path.name}")
+    _check_finite(state, path, file_names)
     operator = build_operator(config)
     _check_shapes(operator, state, path, config.arch, file_names)
     try:
