@@ -418,14 +418,3 @@ def test_bundle_check_reports_every_graph(rtx, tmp_path):
         ("vae_encoder", "parse"), ("vae_decoder", "ok"), ("step_fp16", "precision")]
     assert len(lines) == 3 and lines[1].startswith("vae_decoder: ok")
 
-
-def test_parity_runs_turn_tf32_off_and_restore_it():
-    import torch
-
-    from silo_rt.torch_cuda import exact_fp32
-
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    before = (matmul.allow_tf32, cudnn.allow_tf32)
-    with exact_fp32():
-        assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)
-    assert (matmul.allow_tf32, cudnn.allow_tf32) == before
