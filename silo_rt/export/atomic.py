@@ -1,9 +1,10 @@
 """Writing a bundle folder safely: one exporter per target, and the new bundle swapped in
 whole.
 
-A lock file (``<out>.lock``, holding the exporter's pid) refuses a second concurrent export
-into the same folder; a lock left by a dead process is taken over, and the hidden folders such
-a process left behind (``.<out>.*.partial``, ``.<out>.old-*``) are removed. The bundle is
+A lock file (``<out>.lock``, flock'ed by the exporter, holding its pid) refuses a second
+concurrent export into the same folder; a lock left by a dead process (``kill -9``) is taken
+over, and the hidden folders such a process left behind (``.<out>.*.partial``, ``.<out>.old-*``)
+are removed. The bundle is
 built in a hidden temporary folder beside the target; on Linux it replaces an existing bundle
 with one ``renameat2(RENAME_EXCHANGE)``, so a reader always finds a whole bundle, old or new
 (elsewhere two renames leave a moment with no bundle). Bundles get the usual modes (folders
@@ -29,32 +30,76 @@ _RENAME_EXCHANGE = 2
 
 @contextmanager
 def export_lock(out: Path):
-    """Hold ``<out>.lock`` for the duration; refuse if a live process holds it."""
+    """Hold ``<out>.lock`` for the duration; refuse if a live process holds it.
+
+    The lock is an ``flock`` on the file (where ``fcntl`` exists), which the kernel drops when
+    its holder dies however it dies, so a ``kill -9``'d export's lock is simply taken over
+    (its pid, kept in the file for messages, may belong to another process by then).
+    Elsewhere the pid alone decides.
+    """
     lock = out.with_name(out.name + ".lock")
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    fd = _take_flock(lock, out, fcntl) if fcntl is not None else _take_by_pid(lock, out)
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        remove_leftovers(out)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # still held: nobody can take it in between
+        os.close(fd)
+
+
+def _take_flock(lock: Path, out: Path, fcntl) -> int:
+    """An open, emptied, flock'ed ``lock``; refuses if a live process holds it."""
+    for _ in range(10):
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SiloError(f"another export (pid {_holder(lock)}) is writing {out}; wait for "
+                            "it to finish") from None
+        try:  # the file a finishing holder unlinked is not the lock any more: open it again
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            return fd
+        os.close(fd)
+    raise SiloError(f"cannot take the export lock {lock}")
+
+
+def _take_by_pid(lock: Path, out: Path) -> int:
+    """``lock`` created exclusively; one whose recorded pid is not running is taken over."""
     for _ in range(2):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
+            return os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
+            pid = _holder(lock)
             try:
-                pid = int(lock.read_text().strip() or 0)
+                if pid <= 0 or pid == os.getpid():
+                    raise ProcessLookupError
                 os.kill(pid, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
+            except ProcessLookupError:
                 lock.unlink(missing_ok=True)  # stale: its exporter is gone
                 continue
             except PermissionError:
                 pass
             raise SiloError(f"another export (pid {pid}) is writing {out}; wait for it or "
                             f"remove {lock} if it is stale") from None
-    else:
-        raise SiloError(f"cannot take the export lock {lock}")
+    raise SiloError(f"cannot take the export lock {lock}")
+
+
+def _holder(lock: Path) -> int:
+    """The pid recorded in ``lock`` (0 when it cannot be read)."""
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        remove_leftovers(out)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
+        return int(lock.read_text().strip() or 0)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return 0
 
 
 def remove_leftovers(out: Path) -> None:

@@ -69,8 +69,9 @@ class Verdict:
 
 
 def cache_file() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "silo-rt" / "auto-backend.json"
+    from ..environment import cache_root
+
+    return cache_root() / "silo-rt" / "auto-backend.json"
 
 
 def _cpu() -> str:
@@ -104,35 +105,49 @@ def _key(bundle: Path, manifest: Manifest, candidate: str, threads: int | None) 
 def _load_cache() -> dict:
     try:
         cached = json.loads(cache_file().read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}  # none yet, or unreadable: check again
     return cached if isinstance(cached, dict) else {}
 
 
+VERDICT_TYPES = {"candidate": str, "parity": bool, "z_rel": float, "guidance_rel": float,
+                 "candidate_ms": float, "ort_ms": float, "checked": str}
+
+
 def _cached(key: str) -> Verdict | None:
+    """The cached verdict for ``key``, or None (then the check runs again) when there is none
+    or its record is not exactly :data:`VERDICT_TYPES` (another version, a damaged file)."""
     record = _load_cache().get(key)
-    try:
-        return None if record is None else Verdict(**record)
-    except TypeError:
-        return None  # a record of another version: check again
+    if not isinstance(record, dict) or set(record) != set(VERDICT_TYPES):
+        return None
+    for name, kind in VERDICT_TYPES.items():
+        value = record[name]
+        if kind is float:
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not np.isfinite(value):
+                return None
+        elif not isinstance(value, kind):
+            return None
+    return Verdict(**record)
 
 
 @contextmanager
 def _checking_alone():
-    """Hold an exclusive lock beside the cache file (none where it cannot be made: then the
-    check may run twice, harmlessly)."""
-    path = cache_file().with_suffix(".lock")
+    """Hold an exclusive lock on the cache's folder itself, so no lock file is left behind
+    (none where it cannot be taken: then the check may run twice, harmlessly)."""
+    folder = cache_file().parent
     with ExitStack() as stack:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = stack.enter_context(path.open("a"))
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY)
+            stack.callback(os.close, fd)
         except OSError:
-            handle = None
-        if handle is not None:
+            fd = None
+        if fd is not None:
             with suppress(ImportError, OSError):  # no fcntl (Windows), no flock here
                 import fcntl
 
-                fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
         yield
 
 
@@ -143,8 +158,11 @@ def _store(key: str, verdict: Verdict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(cached, indent=1))
-        os.replace(temporary, path)
+        try:
+            temporary.write_text(json.dumps(cached, indent=1))
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)  # a failed write leaves nothing behind
     except OSError:
         pass  # a read-only home: the check is simply made again next time
 
