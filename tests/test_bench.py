@@ -308,3 +308,84 @@ def test_int_lists_of_the_scaling_options():
     for bad in ("", "a,2", "0"):
         with pytest.raises(SiloError, match="--batches takes positive integers"):
             parse_int_list(bad, "--batches")
+
+
+# ------------------------------------------------------------------ the GPU backends' plumbing
+
+
+def test_trt_fp16_times_an_fp16_bundle_cached_under_its_own_name(tmp_path, monkeypatch):
+    """``trt-fp16`` builds ``step_fp16``: its bench bundle is exported with --precision fp16
+    and cached apart from the fp32 one (which has no step_fp16)."""
+    from types import SimpleNamespace
+
+    import silo_rt.export as export
+    from silo_rt.bench import runner
+    from silo_rt.bench.runner import BenchConfig, _bundle, _time_bundle
+
+    exported = []
+    monkeypatch.setattr(export, "export_bundle", lambda prior, op, cfg, options, path, **kw:
+                        exported.append((path.name, options.precision)))
+    prior = SimpleNamespace(fingerprint=lambda: "p")
+    op_config = SimpleNamespace(to_json=lambda: "{}")
+    config = BenchConfig(model="tiny", task="sr4", steps=4, cache=tmp_path)
+    _bundle(prior, None, op_config, config, 64, precision="fp16")
+    _bundle(prior, None, op_config, config, 64)
+    assert exported == [("bench-tiny-cnn-sr4-64px-4st-fp16", "fp16"),
+                        ("bench-tiny-cnn-sr4-64px-4st", "fp32")]
+    asked = []
+
+    def stop(*args, precision="fp32", **kw):
+        asked.append(precision)
+        raise RuntimeError("stop after the export")
+
+    monkeypatch.setattr(runner, "_bundle", stop)
+    shared = SimpleNamespace(config=config, prior=prior, operator=None, op_config=op_config,
+                             image_size=64)
+    for backend in ("trt-fp16", "trt-fp32", "ort", "openvino-bf16"):
+        with pytest.raises(RuntimeError, match="stop"):
+            _time_bundle(backend, shared)
+    assert asked == ["fp16", "fp32", "fp32", "fp32"]
+
+
+def test_gpu_backends_are_held_to_the_floor_of_their_own_precision():
+    result = {
+        "measurements": [
+            {"backend": "torch-cuda-graph", "measure": "step", "median_ms": 4.0},
+            {"backend": "trt-fp32", "measure": "step", "median_ms": 8.0},
+            {"backend": "trt-fp16", "measure": "step", "median_ms": 1.0},
+            {"backend": "ort", "measure": "step", "median_ms": 10.0},
+        ],
+        "restorations": [], "baselines": [],
+        "floor": {"floor_step_ms": 1.0, "gpu_floor_step_ms_fp32": 2.0,
+                  "gpu_floor_step_ms_fp16": 0.25},
+    }
+    _derive(result)
+    fractions = [m["achieved_fraction"] for m in result["measurements"]]
+    assert fractions == pytest.approx([0.5, 0.25, 0.25, 0.1])
+
+
+def test_gpu_memory_goes_back_before_the_next_backend(monkeypatch):
+    """torch's cached GPU blocks are returned after a torch-cuda backend, also after a
+    failure, so TensorRT's engines (next in the same process) find the memory."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import silo_rt.torch_cuda as torch_cuda
+    from silo_rt.bench import runner
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    monkeypatch.setattr(torch_cuda, "require_cuda", lambda: torch.device("cpu"))
+
+    def fail(*args):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(runner, "_time_cuda_loop", fail)
+    moved = []
+    module = SimpleNamespace(to=moved.append)
+    prior = SimpleNamespace(unet=module, vae=module, text_encoder=module)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        runner._time_torch_cuda("torch-cuda", prior, module, None, (), None, None, None)
+    assert emptied == [True] and moved[-4:] == ["cpu"] * 4

@@ -84,6 +84,9 @@ def test_nan_is_reported_with_step_index(tiny_prior, setup):
                          0.5, 0.02)
     with pytest.raises(SiloError, match="step 0"):
         check_losses(losses.cpu().numpy(), [999, 998])
+    loop.run(z, torch.zeros(shape, device="cuda"), ctx, np.array([999, 998]),
+             np.ones((2, 5), np.float32), np.zeros((2, *shape), np.float32), 0.5, 0.02)
+    assert loop.captures == 1  # the second run replayed the first run's graph
 
 
 def _require_tensorrt():

@@ -33,8 +33,10 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
                   setup started and the peak during its setup and graph timings (the step
                   and restoration rounds run later, all backends together)
     floor         {step_flops, matmul_gflops, floor_step_ms,
-                   gpu_matmul_gflops?, gpu_floor_step_ms? (when a GPU backend ran)}
-                  achieved_fraction = floor_step_ms / median_ms (the GPU floor for GPU backends)
+                   gpu_matmul_gflops_<p>?, gpu_floor_step_ms_<p>? (p = fp32, TF32 off, or
+                   fp16: each precision a GPU backend ran in)}
+                  achieved_fraction = floor_step_ms / median_ms (for GPU backends the GPU
+                  floor of the precision the backend ran: fp16 for trt-fp16, else fp32)
     failed        {backend: one-line error} for backends that raised (optional; absent in
                   results written before it existed). A failing backend never stops the
                   run: the others are still timed and reported; see :func:`all_failed`.

@@ -98,8 +98,13 @@ def _given_bundle(config: BenchConfig):
     return manifest
 
 
-def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int, batch: int = 1):
-    """The bundle to time: the given one, or one exported (and cached) for this config."""
+def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int, batch: int = 1,
+            precision: str = "fp32"):
+    """The bundle to time: the given one, or one exported (and cached) for this config.
+
+    ``precision`` ``fp16`` exports (and names the cached bundle) with ``--precision fp16``,
+    whose ``step_fp16`` graph ``trt-fp16`` builds; the other backends use fp32 bundles.
+    """
     from ..bundle_format import load_manifest
     from ..export import ExportOptions, export_bundle
     from ..sampler import SamplingOptions
@@ -108,12 +113,14 @@ def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int, ba
         return Path(config.bundle), None
     name = f"bench-{config.model}-{config.arch}-{config.task}-{image_size}px-{config.steps}st"
     name += f"-b{batch}" if batch > 1 else ""
+    name += f"-{precision}" if precision != "fp32" else ""
     path = Path(config.cache) / name
     if path.exists():
         try:
             m = load_manifest(path, verify=False)
             if (m.prior.get("fingerprint") == prior.fingerprint() and
-                    m.operator == json.loads(op_config.to_json())):
+                    m.operator == json.loads(op_config.to_json()) and
+                    (precision == "fp32" or "step_fp16" in m.graphs)):
                 return path, None
         except SiloError:
             pass
@@ -122,7 +129,7 @@ def _bundle(prior, operator, op_config, config: BenchConfig, image_size: int, ba
     start = time.perf_counter()
     export_bundle(prior, operator, op_config,
                   ExportOptions(SamplingOptions(config.task, steps=config.steps), image_size,
-                                batch),
+                                batch, precision=precision),
                   path, on_stage=lambda s, sec: _say(config, f"  {s}: {sec:.1f} s"))
     return path, time.perf_counter() - start
 
@@ -239,9 +246,11 @@ def run_bench(config: BenchConfig) -> dict:
     gflops = matmul_gflops(config.threads)
     floor = {"step_flops": flops, "matmul_gflops": gflops,
              "floor_step_ms": flops / (gflops * 1e9) * 1e3}
-    if (set(config.backends) - set(failed)) & set(GPU_BACKENDS):
-        gpu = gpu_matmul_gflops()
-        floor.update(gpu_matmul_gflops=gpu, gpu_floor_step_ms=flops / (gpu * 1e9) * 1e3)
+    ran_on_gpu = (set(config.backends) - set(failed)) & set(GPU_BACKENDS)
+    for precision in sorted({gpu_precision(b) for b in ran_on_gpu}):
+        gpu = gpu_matmul_gflops(precision)
+        floor[f"gpu_matmul_gflops_{precision}"] = gpu
+        floor[f"gpu_floor_step_ms_{precision}"] = flops / (gpu * 1e9) * 1e3
     result = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -383,8 +392,7 @@ def _time_torch_compile_cuda(s: _Shared) -> dict:
                 samples.append((time.perf_counter() - start) / n)
         s.record("torch-compile-cuda-graph", "step", summarize(samples))
     finally:
-        for module in modules:  # back on the CPU, also after a failure
-            module.to("cpu")
+        _back_to_cpu(modules)  # also after a failure
     return {"compile_s": done.compile_s, "fullgraph": done.fullgraph,
             "rel_err_vs_torch": done.rel_err}
 
@@ -395,8 +403,9 @@ def _time_bundle(backend: str, s: _Shared) -> float | None:
     from ..runtime import BundleRunner
 
     config = s.config
-    path, export_s = _bundle(s.prior, s.operator, s.op_config, config, s.image_size)
     runner_name, precision = runner_backend(backend)
+    path, export_s = _bundle(s.prior, s.operator, s.op_config, config, s.image_size,
+                             precision="fp16" if precision == "fp16" else "fp32")
     if runner_name == "trt":
         runner = BundleRunner(path, backend="trt", precision=precision,
                               verify=False, log=lambda line: _say(config, line))
@@ -509,8 +518,7 @@ def _time_torch_cuda(backend, prior, operator, config, step_inputs, y, record, r
         _time_cuda_loop(backend, prior, operator, config, step_inputs, y, record,
                         restorations, device)
     finally:
-        for module in modules:  # back on the CPU, also after a failure
-            module.to("cpu")
+        _back_to_cpu(modules)  # also after a failure
 
 
 def _time_cuda_loop(backend, prior, operator, config, step_inputs, y, record, restorations,
@@ -564,14 +572,34 @@ def _restoration(backend, steps, seconds):
             "per_step_ms": seconds / steps * 1e3}
 
 
+def gpu_precision(backend: str) -> str:
+    """The arithmetic a GPU backend's step runs in: ``fp16`` for ``trt-fp16``, else ``fp32``
+    (TF32 off: the PyTorch-CUDA backends under :func:`~silo_rt.torch_cuda.exact_fp32`,
+    TensorRT fp32 with ``BuilderFlag.TF32`` cleared). Its floor is that precision's
+    measured matmul rate, not the fp16 tensor-core rate for all."""
+    return "fp16" if runner_backend(backend)[1] == "fp16" else "fp32"
+
+
+def _back_to_cpu(modules) -> None:
+    """Move ``modules`` back to the CPU and return torch's cached GPU blocks to the driver,
+    so a later backend in this process (TensorRT's engines) has the memory (24-48 GB cards)."""
+    import torch
+
+    for module in modules:
+        module.to("cpu")
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def _derive(result: dict) -> None:
     """Ratios quoted in reports: speed-ups against torch and SILO against the baselines."""
     by = {(m["backend"], m["measure"]): m for m in result["measurements"]}
     floor = result["floor"]
     for m in result["measurements"]:
         if m["measure"] == "step":
-            on_gpu = m["backend"] in GPU_BACKENDS and "gpu_floor_step_ms" in floor
-            m["achieved_fraction"] = (floor["gpu_floor_step_ms" if on_gpu else "floor_step_ms"]
+            gpu_floor = f"gpu_floor_step_ms_{gpu_precision(m['backend'])}"
+            on_gpu = m["backend"] in GPU_BACKENDS and gpu_floor in floor
+            m["achieved_fraction"] = (floor[gpu_floor if on_gpu else "floor_step_ms"]
                                       / m["median_ms"])
         ref = by.get(("torch", m["measure"]))
         if ref is not None:

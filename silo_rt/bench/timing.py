@@ -50,20 +50,29 @@ def matmul_gflops(threads: int, size: int = 1024, reps: int = 10) -> float:
     return 2 * size**3 / (stats["median_ms"] / 1e3) / 1e9
 
 
-def gpu_matmul_gflops(size: int = 8192, reps: int = 20) -> float:
-    """Measured dense fp16 matmul rate of GPU 0 (GFLOP/s), timed with CUDA events."""
+def gpu_matmul_gflops(precision: str = "fp16", size: int = 8192, reps: int = 20) -> float:
+    """Measured dense matmul rate of the current GPU (GFLOP/s), timed with CUDA events.
+
+    ``precision``: ``fp16`` (tensor cores) or ``fp32`` with TF32 off, as the fp32 backends
+    run (:func:`~silo_rt.torch_cuda.exact_fp32`).
+    """
     import torch
 
-    a = torch.randn(size, size, device="cuda", dtype=torch.float16)
-    b = torch.randn(size, size, device="cuda", dtype=torch.float16)
-    for _ in range(3):
-        a @ b
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        a @ b
-    end.record()
-    torch.cuda.synchronize()
+    from ..torch_cuda import exact_fp32
+
+    dtype = {"fp16": torch.float16, "fp32": torch.float32}[precision]
+    a = torch.randn(size, size, device="cuda", dtype=dtype)
+    b = torch.randn(size, size, device="cuda", dtype=dtype)
+    with exact_fp32():
+        for _ in range(3):
+            a @ b
+        start, end = (torch.cuda.Event(enable_timing=True),
+                      torch.cuda.Event(enable_timing=True))
+        start.record()
+        for _ in range(reps):
+            a @ b
+        end.record()
+        torch.cuda.synchronize()
     return 2 * size**3 * reps / (start.elapsed_time(end) / 1e3) / 1e9
 
 
