@@ -20,6 +20,7 @@ from silo_rt.errors import SiloError
 from silo_rt.evaluation import evaluate_bundle, parse_methods, quantise
 from silo_rt.images import psnr, read_image
 from silo_rt.latents import LatentDecoder, MeasurementEncoder
+from silo_rt.resample import ReSampleSettings, restore_resample
 from silo_rt.runtime import BundleRunner
 from silo_rt.sampler import SamplingOptions
 
@@ -82,6 +83,7 @@ def test_the_baseline_rows_use_the_same_prior_and_seeds(rebuilt_ip, tmp_path):
 def test_methods_are_parsed_and_checked():
     assert parse_methods("silo") == ()
     assert parse_methods("silo,psld,ldps") == ("silo-torch", "ldps", "psld")
+    assert parse_methods("resample,silo") == ("silo-torch", "resample")
     with pytest.raises(SiloError, match=r"unknown method\(s\) \['dps'\]"):
         parse_methods("silo,dps")
 
@@ -90,3 +92,43 @@ def test_baselines_for_a_bundle_need_its_prior(tmp_path, capsys):
     code, _, err = run(["evaluate", "--bundle", demo_bundle("sr4"), "--data", EXAMPLES,
                         "--out", tmp_path, "--methods", "ldps", "--model", "tiny"], capsys)
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: --methods beyond")
+
+
+def test_the_resample_row_is_a_resample_restoration_with_its_iterations(tiny_prior, tmp_path):
+    """The row's metrics are ReSample's on the same measurement and seed, and it counts its
+    hard-consistency steps and optimiser iterations (the demo bundle with the ``tiny``
+    prior as the reference: both restore 64×64 images; 2 steps, so only the final step)."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(EXAMPLES / "cat.png", images / "a.png")
+    settings = ReSampleSettings(latent_iterations=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = evaluate_bundle(demo_bundle("sr4"), images, tmp_path, steps=2, threads=1,
+                                 seed=3, methods=("resample",), reference=(tiny_prior, None),
+                                 resample_settings=settings)
+        x = read_image(images / "a.png")
+        y = quantise(make_measurement(x, "sr4", 0.02, 0))
+        direct, _ = restore_resample(tiny_prior, torch.from_numpy(y),
+                                     SamplingOptions(task="sr4", steps=2, seed=3), settings)
+    finally:
+        torch.set_num_threads(threads)
+    row = report["per_image"][0]["resample"]
+    assert row["psnr"] == pytest.approx(psnr(direct.numpy(), x), abs=1e-4)
+    assert (row["consistency_steps"], row["pixel_iterations"], row["latent_iterations"]) == (
+        1, 0, 3)
+    assert report["mean"]["resample"]["latent_iterations"] == 3
+    assert report["methods"][-1] == "resample" and row["seconds"] > 0 and "cpsnr" in row
+    assert report["resample_settings"]["latent_iterations"] == 3
+    assert report["resample_settings"]["gamma"] == 40.0
+    # grid columns: measurement, bicubic, SILO, SILO kept, ReSample, ground truth
+    assert Image.open(tmp_path / "sr4-grid.png").width == 6 * (64 * 3 + 2)
+
+
+def test_resample_options_are_checked(tmp_path, capsys):
+    code, _, err = run(["evaluate", "--task", "sr4", "--data", EXAMPLES, "--out", tmp_path,
+                        "--methods", "resample", "--resample-gamma", "nan"], capsys)
+    assert code == 2 and "--resample-gamma" in err and "not a finite number" in err
