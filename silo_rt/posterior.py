@@ -41,8 +41,12 @@ def sample_seed(seed: int, index: int) -> int:
 
 def draw_samples(runner, y: np.ndarray, k: int, seed: int = 0, eta: float | None = None,
                  sigma_y: float | None = None, steps: int | None = None,
-                 keep_measured: bool = False, callback=None) -> np.ndarray:
+                 keep_measured: bool = False, callback=None,
+                 sampler: str = "ddpm") -> np.ndarray:
     """``k`` restorations of ``y`` ``(1, 3, h, w)``: ``(k, 1, 3, H, W)`` float32 in [-1, 1].
+
+    ``sampler``: ``ddpm`` or ``ddim`` (deterministic given the seed; the samples differ by
+    their starting noise only).
 
     ``runner`` is a :class:`~silo_rt.runtime.BundleRunner`; ``callback(done, k)`` after each
     call (one sample per call, or ``B`` for a batch-``B`` bundle).
@@ -55,7 +59,7 @@ def draw_samples(runner, y: np.ndarray, k: int, seed: int = 0, eta: float | None
     call = 0
     while len(samples) < k:
         x = runner.restore(tiled, sample_seed(seed, call), eta, sigma_y, steps=steps,
-                           keep_measured=keep_measured)
+                           keep_measured=keep_measured, sampler=sampler)
         samples.extend(x[i:i + 1] for i in range(x.shape[0]))
         call += 1
         if callback is not None:

@@ -1,4 +1,4 @@
-"""The ``silo-rt`` command line: degrade, train, export, restore, bench.
+"""The ``silo-rt`` command line: degrade, train, export, restore, tune, bench.
 
 Every failure ends in exactly one ``error: …`` line on stderr (click's usage errors too):
 exit status 2 for a mistake, 1 for a failed check, 130 for Ctrl-C; ``silo-rt --debug …``
@@ -12,7 +12,7 @@ Layout: :mod:`.group` defines the click group, one module per command (or small 
 commands) registers on it, and :mod:`.entry` holds ``main``, the console entry point.
 """
 
-from . import bench, degrade, evaluate, export, restore, train  # noqa: F401  (registers)
+from . import bench, degrade, evaluate, export, restore, train, tune  # noqa: F401  (registers)
 from .entry import main
 from .group import cli
 

@@ -49,6 +49,10 @@ IMAGE_SIZE = click.IntRange(8, 4096)
 THREADS = click.IntRange(1, 1024)
 LEARNING_RATE = FiniteFloat(0.0, 1.0, min_open=True)
 
+sampler_option = click.option(
+    "--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True,
+    help="update rule: ddpm = the paper's Algorithm 1 (posterior noise each step), ddim = "
+         "deterministic DDIM (no posterior noise); both take the same step graph")
 pt_arch_option = click.option("--arch", type=click.Choice(["cnn", "readout"]), default=None,
                               help="architecture of a plain .pt operator")
 task_option = click.option("--task", required=True, type=click.Choice(list(task_names())),

@@ -25,6 +25,7 @@ from .options import (
     TASK_HELP,
     THREADS,
     pt_arch_option,
+    sampler_option,
     time_input_option,
 )
 from .restore_flow import run_restore
@@ -49,6 +50,7 @@ class RestoreRequest:
     precision: str | None
     threads: int | None
     steps: int | None
+    sampler: str
     eta: float | None
     seed: int
     prompt: str | None
@@ -89,10 +91,14 @@ class RestoreRequest:
 @click.option("--threads", type=THREADS, default=None,
               help="CPU threads for ONNX Runtime [default: all cores]")
 @click.option("--steps", type=STEPS, default=None,
-              help="DDPM steps [default: the count a bundle was exported with; 999 or the "
-                   "operator makers' count with --model]")
+              help="sampling steps [default: the count a bundle was exported with; 999 or the "
+                   "operator makers' count with --model]; fewer is faster (README: How many "
+                   "steps)")
+@sampler_option
 @click.option("--eta", type=ETA, default=None,
-              help="consistency scale [default: the bundle's, or 0.5 / 1.0 for ip]")
+              help="consistency scale [default: tuned for this step count and sampler by "
+                   "`silo-rt tune`, else the bundle's at its exported step count (0.5, 1.0 for "
+                   "ip, with --model), else scaled to the step count by the rule; says which]")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--prompt", default=None,
               help="text condition (torch backend; a bundle embeds its prompt at export)  "

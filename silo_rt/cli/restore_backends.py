@@ -66,14 +66,25 @@ def open_runner(request: RestoreRequest):
     return runner
 
 
+def bundle_eta(request: RestoreRequest, runner) -> float:
+    """The η a bundle restoration uses (given, tuned, exported or by rule:
+    :meth:`BundleRunner.eta_choice <silo_rt.runtime.BundleRunner.eta_choice>`), announced
+    on stderr unless given."""
+    choice = runner.eta_choice(request.eta, request.steps, request.sampler)
+    if choice.source != "given":
+        click.echo(f"{choice.describe()}", err=True)
+    return choice.eta
+
+
 def restore_with_bundle(request: RestoreRequest, *, y):
     """Restore ``y`` from the request's bundle; returns ``(x, backend label)``."""
     runner = open_runner(request)
     runner.check_measurement(y)
     click.echo(f"backend: {runner.label}", err=True)
     total = request.steps or runner.steps
-    x = runner.restore(y, request.seed, request.eta, request.sigma_y, steps=request.steps,
-                       keep_measured=request.keep_measured,
+    eta = bundle_eta(request, runner)
+    x = runner.restore(y, request.seed, eta, request.sigma_y, steps=request.steps,
+                       keep_measured=request.keep_measured, sampler=request.sampler,
                        callback=step_progress(total, f"SILO {runner.task} [{runner.backend}]"))
     return x, runner.label
 
@@ -113,9 +124,10 @@ def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
     steps = recommended.get("steps", 999) if request.steps is None else request.steps
     prompt = recommended.get("prompt", "") if request.prompt is None else request.prompt
     sigma_y = DEFAULT_SIGMA_Y if request.sigma_y is None else request.sigma_y
-    options = SamplingOptions(task=task, steps=steps, eta=request.eta, seed=request.seed,
+    eta = _reference_eta(request, task, recommended, steps)
+    options = SamplingOptions(task=task, steps=steps, eta=eta, seed=request.seed,
                               prompt=prompt, cfg_scale=request.cfg_scale or 1.0,
-                              sigma_y=sigma_y)
+                              sigma_y=sigma_y, sampler=request.sampler)
     options.validate()
     if cuda:
         from ..torch_cuda import restore_cuda
@@ -125,3 +137,17 @@ def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
     x = silo_restore(prior, operator, torch.from_numpy(y), options,
                      callback=step_progress(options.steps, f"SILO {task} [torch]"))
     return x.numpy(), "torch", config
+
+
+def _reference_eta(request: RestoreRequest, task: str, recommended: dict, steps: int) -> float:
+    """η for the PyTorch reference: given, else the operator makers' (or the task's default)
+    η at their step count (999 unless the operator file says), scaled by the rule for other
+    step counts or DDIM (:func:`silo_rt.step_budget.choose_eta`); announced unless given."""
+    from ..step_budget import choose_eta
+
+    choice = choose_eta(request.eta, steps, request.sampler,
+                        base_eta=get_degradation(task).eta,
+                        base_steps=recommended.get("steps", 999), base_name="the default eta")
+    if choice.source != "given":
+        click.echo(choice.describe(), err=True)
+    return choice.eta

@@ -56,11 +56,12 @@ def _restore_all(request: RestoreRequest) -> None:
                               # ddpm until restore has a --sampler option
                               sampler=getattr(request, "sampler", None) or "ddpm",
                               overwrite=request.overwrite, source=request.measurement)
-    failed = summary["failed"]
+    failed, report = summary["failed"], summary["report"]
     click.echo(f"restored {summary['restored']} of {summary['shard']} images into "
                f"{request.out}{where}; {summary['skipped']} were already done"
                f"{f', {len(failed)} failed' if failed else ''} (backend {runner.label})")
-    if failed:
-        names = ", ".join(f"{name} ({reason})" for name, reason in sorted(failed.items()))
-        raise SiloError(f"{len(failed)} of {summary['shard']} images could not be restored "
-                        f"(each logged in {request.out}; a rerun retries only these): {names}")
+    if report:
+        names = ", ".join(f"{name} ({reason})" for name, reason in sorted(report.items()))
+        total = summary["shard"] if processes.world == 1 else summary["total"]
+        raise SiloError(f"{len(report)} of {total} images could not be restored (each logged "
+                        f"in {request.out}; a rerun retries only these): {names}")

@@ -8,7 +8,7 @@ import click
 
 from ..errors import SiloError
 from .progress import open_bar
-from .restore_backends import open_runner
+from .restore_backends import bundle_eta, open_runner
 
 if TYPE_CHECKING:
     from .restore import RestoreRequest
@@ -46,8 +46,9 @@ def _draw(request: RestoreRequest, *, runner, y):
         done[0] = count
 
     try:
-        return draw_samples(runner, y, request.samples, request.seed, request.eta,
-                            request.sigma_y, request.steps, request.keep_measured, advance)
+        return draw_samples(runner, y, request.samples, request.seed,
+                            bundle_eta(request, runner), request.sigma_y, request.steps,
+                            request.keep_measured, advance, sampler=request.sampler)
     finally:
         bar.close()
 

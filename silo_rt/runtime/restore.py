@@ -165,6 +165,37 @@ class BundleRunner:
                                record.steps_offset, sampler)
         return schedule.timesteps, schedule.coefficients
 
+    @property
+    def tuning_path(self) -> Path:
+        """Where ``silo-rt tune`` records η for this bundle (:mod:`silo_rt.step_budget`)."""
+        from ..step_budget import TUNING_FILE
+
+        return self.path / TUNING_FILE
+
+    def tuning(self):
+        """The bundle's :class:`~silo_rt.step_budget.TuningRecord`, or None when there is
+        none or it was made for another bundle (another manifest sha256)."""
+        from ..bundle_format import sha256_file
+        from ..step_budget import TuningRecord
+
+        if not self.tuning_path.exists():
+            return None
+        record = TuningRecord.load(self.tuning_path)
+        if record.bundle_sha256 != sha256_file(self.path / "manifest.json"):
+            return None
+        return record
+
+    def eta_choice(self, eta: float | None = None, steps: int | None = None,
+                   sampler: str = DEFAULT_SAMPLER):
+        """The η for ``steps`` steps of ``sampler`` (:func:`silo_rt.step_budget.choose_eta`:
+        given, else tuned, else the bundle's own at its step count, else the rule), with
+        the reason, as an :class:`~silo_rt.step_budget.EtaChoice`."""
+        from ..step_budget import choose_eta
+
+        return choose_eta(eta, steps or self.steps, sampler, base_eta=self.manifest.eta,
+                          base_steps=self.steps, base_name="the bundle's eta",
+                          tuning=self.tuning(), tuning_name=str(self.tuning_path))
+
     def check_measurement(self, y: np.ndarray) -> None:
         """Raise :class:`SiloError` if ``y`` does not have the bundle's measurement shape."""
         expected = tuple(self.manifest.measurement_shape)
