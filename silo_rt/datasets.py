@@ -147,17 +147,11 @@ def read_log(out_dir: Path) -> dict[str, dict]:
     A line that is not valid UTF-8 JSON, or whose fields have the wrong types (a run killed
     mid-write, a damaged file), is ignored: that image is redone.
     """
+    from .records import json_lines
+
     records: dict[str, dict] = {}
     for path in log_paths(out_dir):
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise SiloError(f"cannot read the restoration log {path}: {exc.strerror}") from None
-        for line in data.split(b"\n"):
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                continue
+        for _, record in json_lines(path):
             if _valid_record(record):
                 records[record["image"]] = record
     return records
@@ -456,9 +450,12 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
             folders).
 
     Returns:
-        ``{"total", "shard", "skipped", "restored", "failed", "rank", "world"}`` for this
-        process; ``failed`` is ``{image name: reason}`` (each also logged; a rerun retries
-        them).
+        ``{"total", "shard", "skipped", "restored", "failed", "report", "rank", "world"}``
+        for this process; ``failed`` is ``{image name: reason}`` of its shard (each also
+        logged; a rerun retries them), ``report`` the failures it is to report: its own, or
+        under accelerate every process's for the main one and none for the others (so only
+        the main process, the last to finish, exits non-zero and no process is stopped by
+        the launcher before it has written its line).
     """
     out_dir = Path(out_dir)
     processes = processes or current_processes()
@@ -542,12 +539,18 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
     if processes.is_main and processes.world > 1 and processes.state is not None:
         merge_logs(out_dir)
     processes.wait()  # the merge is done before a folder this run created is looked at
+    report = mine_failed
+    if processes.world > 1 and processes.state is not None:  # the main process names all
+        names = {p.name for p in paths}
+        report = {name: record["error"] for name, record in sorted(read_log(out_dir).items())
+                  if "error" in record and name in names} if processes.is_main else {}
     if created:
         _remove_if_empty(out_dir)
     if error is not None:
         raise error
     return {"total": len(paths), "shard": count, "skipped": len(done), "restored": restored,
-            "failed": mine_failed, "rank": processes.rank, "world": processes.world}
+            "failed": mine_failed, "report": report, "rank": processes.rank,
+            "world": processes.world}
 
 
 def _remove_if_empty(out_dir: Path) -> None:

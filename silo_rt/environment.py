@@ -24,6 +24,9 @@ READ = ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE", "LOCAL_RANK", "XDG_CACHE_HOME"
         "SILO_RT_AUTO_CPU")
 """Every environment variable silo-rt reads (a test holds the source to this list)."""
 
+SAVED = ("CUBLAS_WORKSPACE_CONFIG",)
+"""Variables silo-rt only saves and restores around a change of its own (never interprets)."""
+
 LAUNCHER_HINT = "start the command with `accelerate launch` (or torchrun), or unset it"
 
 

@@ -30,7 +30,13 @@ from pathlib import Path
 import torch
 
 from .errors import SiloError
-from .training import ImageFolder, encode_sample, optimisation_loop, posterior_sample
+from .training import (
+    ImageFolder,
+    encode_sample,
+    load_training_state,
+    optimisation_loop,
+    posterior_sample,
+)
 
 PARTS = ("vae", "unet", "decoder")
 
@@ -166,19 +172,27 @@ def _load_ema(ema, state_dir: Path, record: dict) -> None:
     from safetensors.torch import load_file
 
     path = state_dir / "ema.safetensors"
-    if not path.is_file() or "ema_optimization_step" not in record:
+    step = record.get("ema_optimization_step")
+    if not path.is_file() or not isinstance(step, int) or isinstance(step, bool):
         raise SiloError(f"cannot resume: {path} (the UNet's EMA weights) is missing")
-    tensors = load_file(str(path))
-    if len(tensors) != len(ema.shadow_params):
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
+        raise SiloError(f"cannot resume: {path} is damaged ({exc})") from None
+    if sorted(tensors) != sorted(f"shadow.{i}" for i in range(len(ema.shadow_params))):
         raise SiloError(f"cannot resume: {path} does not match this UNet")
     ema.shadow_params = [tensors[f"shadow.{i}"] for i in range(len(tensors))]
-    ema.optimization_step = record["ema_optimization_step"]
+    ema.optimization_step = step
 
 
 def _mean_logged_loss(log: Path, last: int = 100) -> float | None:
     """Mean of the last ``last`` losses in a JSON-lines loss log (None if empty)."""
-    lines = [line for line in log.read_text().splitlines() if line][-last:]
-    return sum(json.loads(line)["loss"] for line in lines) / len(lines) if lines else None
+    from .records import json_lines
+
+    losses = [record["loss"] for _, record in json_lines(log)
+              if record is not None and isinstance(record.get("loss"), int | float)
+              and not isinstance(record.get("loss"), bool)][-last:]
+    return sum(losses) / len(losses) if losses else None
 
 
 def _single_threaded(worker_id: int) -> None:
@@ -216,8 +230,11 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
 
     start = 0
     if options.resume and options.state_dir.is_dir():
-        accelerator.load_state(str(options.state_dir))
-        progress_record = json.loads((options.state_dir / "progress.json").read_text())
+        from .records import read_json_object
+
+        progress_record = read_json_object(options.state_dir / "progress.json",
+                                           "training state", {"step": int})
+        load_training_state(accelerator, options.state_dir)
         start = progress_record["step"]
         if ema is not None:
             _load_ema(ema, options.state_dir, progress_record)
@@ -259,7 +276,9 @@ def train_prior(options: PriorTrainOptions, progress: bool = True) -> dict:
     else:
         model.save_pretrained(options.out / options.part)
     record_path = options.out / "training.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    from .records import read_json_object
+
+    record = read_json_object(record_path, "training record") if record_path.exists() else {}
     record[options.part] = entry
     if options.part == "vae" and "architecture" not in record:  # the part that built it
         record["architecture"] = options.architecture

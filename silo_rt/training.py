@@ -192,18 +192,35 @@ class OperatorTrainer:
         return torch.nn.functional.l1_loss(prediction, target)
 
 
+def load_training_state(accelerator, state_dir: Path) -> None:
+    """``accelerator.load_state(state_dir)``; a damaged or foreign state is one line."""
+    import pickle
+
+    try:
+        accelerator.load_state(str(state_dir))
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError,
+            pickle.UnpicklingError) as exc:
+        text = str(exc).strip()
+        raise SiloError(f"cannot resume from {state_dir} (damaged, or saved by another "
+                        f"configuration): {text.splitlines()[0] if text else type(exc).__name__}"
+                        ) from None
+
+
 def _kept_log_lines(path: Path, last_step: int) -> str:
     """The log's lines up to ``last_step`` (none for a fresh run), as text."""
     if not path.exists() or last_step == 0:
         return ""
+    from .records import json_lines
+
     kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if line and json.loads(line)["step"] <= last_step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            raise SiloError(f"cannot resume: {path} has a malformed line {line[:60]!r}") \
-                from None
+    for line, record in json_lines(path):
+        step = None if record is None else record.get("step")
+        if not line:
+            continue
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise SiloError(f"cannot resume: {path} has a malformed line {line[:60]!r}")
+        if step <= last_step:
+            kept.append(line + "\n")
     return "".join(kept)
 
 
@@ -246,10 +263,10 @@ def optimisation_loop(accelerator, loader, optimizer, loss_fn, *, start: int, to
     """
     from tqdm.auto import tqdm
 
+    log = StagedLog(loss_log, start)  # reads the kept log first: a refusal has no bar
     bar = tqdm(total=total, initial=start, desc=desc,
                disable=not progress or not accelerator.is_main_process)
     step, recent = start, []
-    log = StagedLog(loss_log, start)
     try:
         while step < total:
             for x in loader:
@@ -306,8 +323,11 @@ def train_operator(prior, options: TrainOptions, progress: bool = True) -> Opera
 
     start = 0
     if options.resume and options.state_dir.is_dir():
-        accelerator.load_state(str(options.state_dir))
-        start = json.loads((options.state_dir / "progress.json").read_text())["step"]
+        from .records import read_json_object
+
+        start = read_json_object(options.state_dir / "progress.json", "training state",
+                                 {"step": int})["step"]
+        load_training_state(accelerator, options.state_dir)
     elif options.resume:
         raise SiloError(f"nothing to resume: {options.state_dir} does not exist")
     generator = torch.Generator().manual_seed(options.seed + start)
