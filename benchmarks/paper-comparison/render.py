@@ -9,7 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 NAMES = {"silo": "SILO (bundle, ONNX Runtime)", "silo-torch": "SILO (PyTorch)",
-         "ldps": "LDPS", "gml-dps": "GML-DPS", "psld": "PSLD",
+         "ldps": "LDPS", "gml-dps": "GML-DPS", "psld": "PSLD", "resample": "ReSample",
          "silo_keep_measured": "SILO + --keep-measured", "baseline": None}
 # The paper's Tables 2-3 (FFHQ 512 px, SD-1.5, 999 steps, L40S): PSNR, LPIPS, seconds.
 PAPER = {"sr4": {"SILO (SD)": (26.95, 0.200, 148), "PSLD": (28.23, 0.249, 390),
