@@ -9,6 +9,9 @@ step, which is what SILO avoids. With ``ẑ0`` from Eq. 12 and ``x̂0 = D(ẑ0)`
 
 and ``z_{t−1} = z'_{t−1} − ∇_{z_t} L``. Defaults follow PSLD's public code (ω = 0.1,
 γ = 0.01; LDPS is its γ = 0 case). The encoder in the loop uses the posterior mean.
+
+The paper's fourth baseline, ReSample (DDIM with this LDPS step, hard data consistency and
+stochastic resampling), is :mod:`silo_rt.resample`.
 """
 
 from __future__ import annotations
