@@ -63,3 +63,61 @@ def test_bad_recipes_are_one_line(text, fragment, tmp_path, monkeypatch, capsys)
 def test_a_missing_recipe_is_one_line(tmp_path, capsys):
     code, _, err = run(["export", "--recipe", tmp_path / "none.toml"], capsys)
     assert code == 2 and "none.toml" in _one_error_line(err)
+
+
+# --- #27: every recipe key type- and range-checked as its flag, in one line ---------------------
+
+def _wrong_values(param):
+    """TOML values of the wrong type (or out of range) for ``param``'s option."""
+    import click
+
+    if getattr(param, "is_flag", False):
+        return ["yes", 1, 1.5, [True]]
+    if getattr(param, "multiple", False):
+        return ["trt", 5, [5], [["trt"]]]
+    if isinstance(param.type, click.types.IntParamType):
+        return [7.5, float("inf"), float("nan"), "5", True, [5], 10**30]
+    if isinstance(param.type, click.types.FloatParamType):
+        return [float("nan"), float("inf"), "0.5", True, [0.5], 1e300]
+    return [5, 1.5, True, ["x"], {"a": "b"}]
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return {"nan": "nan", "inf": "inf"}.get(str(value), repr(value))
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return str(value)
+
+
+EXPORT_KEYS = [(opt[2:], param) for param in cli.commands["export"].params
+               if param.name != "recipe" for opt in param.opts[:1]]
+
+
+@pytest.mark.parametrize("key, param", EXPORT_KEYS, ids=[k for k, _ in EXPORT_KEYS])
+def test_every_recipe_key_refuses_a_wrong_type_in_one_line(key, param, tmp_path, monkeypatch,
+                                                           capsys):
+    """Each key of `export` (all its options) with values of wrong types, non-finite or out of
+    range: one error line naming the key (was: truncated 7.5 -> 7, tracebacks for inf, a
+    number where a path belongs, ...)."""
+    monkeypatch.chdir(tmp_path)
+    for value in _wrong_values(param):
+        if (value == 10**30 or value == 1e300) and getattr(param.type, "max", None) is None:
+            continue  # no upper bound to exceed
+        (tmp_path / "r.toml").write_text(f"{key} = {_toml(value)}\n")
+        code, _, err = run(["export", "--recipe", "r.toml"], capsys)
+        line = _one_error_line(err)
+        assert code == 2 and f"r.toml: {key}" in line, (value, line)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["r.toml"]
+
+
+def test_a_pathologically_nested_recipe_is_one_line(tmp_path, capsys):
+    (tmp_path / "r.toml").write_text("steps = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    code, _, err = run(["export", "--recipe", tmp_path / "r.toml"], capsys)
+    assert code == 2 and "nests its values too deeply" in _one_error_line(err)
