@@ -4,8 +4,6 @@ step graph, refusal of plans built elsewhere, backend selection without a GPU, t
 NVIDIA's real ONNX parser and ahead-of-time builder on tiny graphs."""
 
 import json
-import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -138,22 +136,6 @@ def test_without_tensorrt_the_runtime_says_so(monkeypatch):
     with pytest.raises(SiloError, match="TensorRT is not installed"):
         import_tensorrt()
     assert tensorrt_available() is False
-
-
-@pytest.mark.parametrize("name", ["gpu_smoke.sh", "fetch_gpu_wheels.sh"])
-def test_gpu_scripts_parse(name):
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / name
-    result = subprocess.run(["bash", "-n", str(script)], capture_output=True,
-                            text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    assert not (script.parent / "gpu_check.sh").exists()  # replaced by gpu_smoke.sh
-
-
-def test_gpu_smoke_never_installs_over_the_image():
-    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.sh").read_text()
-    installs = [line for line in text.splitlines() if "pip install" in line]
-    assert installs and all("--target" in line and "--no-deps" in line for line in installs)
-    assert "python3" in text and "-e ." not in text
 
 
 # ------------------------------------------------------------------ engine set and API helpers
