@@ -3,10 +3,12 @@
 Plans are stored inside the bundle under ``tensorrt/<key>/<graph>.plan`` (the top-level
 ``engines/`` folder of a checkout holds bundles, not plans); the key is
 (TensorRT flavour and version, GPU compute capability, precision) and is recorded with each
-plan's sha256 in ``manifest.json`` under ``"engines"``. A plan only runs where its key
-matches; one built for another GPU or TensorRT is never loaded (a clear error says what is
-there and what is needed; ``silo-rt export --engines trt`` or the first ``restore`` builds a
-matching one).
+plan's sha256 in ``manifest.json`` under ``"engines"``. A read-only bundle's plans go to the
+user cache instead, and builders started together build once under a lock
+(:mod:`.plan_store`); the GPU is this process's ``LOCAL_RANK``'s (:mod:`.cuda_device`).
+A plan only runs where its key matches; one built for another GPU or TensorRT is never
+loaded (a clear error says what is there and what is needed; ``silo-rt export --engines
+trt`` or the first ``restore`` builds a matching one).
 
 Precision is a property of the ONNX files, not of the builder: every network is created
 strongly typed (TensorRT 10.8+, 11 and TensorRT-RTX alike), so an fp32 ONNX graph gives an
