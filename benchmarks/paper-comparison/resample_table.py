@@ -41,7 +41,9 @@ def section(task: str) -> list[str]:
     drift = max(abs(a["silo-torch"]["psnr"] - b["silo-torch"]["psnr"])
                 for a, b in zip(old_rows, new_rows))
     crops = ", ".join(r["image"] for r in new_rows)
-    lines = [f"### {task}: the first {n} of the 6 crops ({crops})", "",
+    which = (f"the {n} recorded crops" if n == recorded["count"]
+             else f"the first {n} of the {recorded['count']} recorded crops")
+    lines = [f"### {task}: {which} ({crops}), {new['steps']} steps", "",
              "| method | PSNR dB | SSIM | CPSNR dB | s / image | run |",
              "|---|---|---|---|---|---|"]
     for method in ("silo", "silo-torch", "ldps", "gml-dps", "psld"):
