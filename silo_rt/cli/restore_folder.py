@@ -11,7 +11,7 @@ import click
 from ..backends import REFERENCE_BACKENDS
 from ..errors import SiloError
 from .progress import open_bar
-from .restore_backends import open_runner, refuse_options, with_demo
+from .restore_backends import bundle_eta, open_runner, refuse_options, with_demo
 
 if TYPE_CHECKING:
     from .restore import RestoreRequest
@@ -50,11 +50,10 @@ def _restore_all(request: RestoreRequest) -> None:
         return open_bar(total, f"SILO {runner.task} [{runner.backend}]{where}", "image",
                         initial, disable=not processes.is_main)
 
-    summary = restore_dataset(runner, paths, request.out, request.seed, request.eta,
-                              request.sigma_y, request.steps, request.keep_measured, processes,
-                              progress, precision=request.precision,
-                              # ddpm until restore has a --sampler option
-                              sampler=getattr(request, "sampler", None) or "ddpm",
+    summary = restore_dataset(runner, paths, request.out, request.seed,
+                              bundle_eta(request, runner), request.sigma_y, request.steps,
+                              request.keep_measured, processes, progress,
+                              precision=request.precision, sampler=request.sampler,
                               overwrite=request.overwrite, source=request.measurement)
     failed, report = summary["failed"], summary["report"]
     click.echo(f"restored {summary['restored']} of {summary['shard']} images into "
