@@ -281,3 +281,25 @@ def test_auto_without_tensorrt_uses_onnx_runtimes_cuda_provider(bundle, monkeypa
         assert runner.backend == "ort" and runner.graphs.device == "cuda"
         assert runner.graphs.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
         assert runner.label == "auto: ort (CUDAExecutionProvider)"
+
+
+@pytest.mark.slow  # ~20 s: three real ahead-of-time builds
+def test_nvidias_builder_writes_a_read_only_bundles_plans_to_the_cache(bundle, monkeypatch,
+                                                                        tmp_path):
+    """The whole build path with TensorRT-RTX's real parser and ahead-of-time builder (no
+    GPU: the key is given, as a GPU would give it), plans to the user cache, under the lock."""
+    rtx = pytest.importorskip("tensorrt_rtx")
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)
+    monkeypatch.setattr(engines, "_LOGGERS", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(plan_store, "bundle_writable", lambda path: False)
+    key = EngineKey("tensorrt_rtx", rtx.__version__, "8.9", "fp32")
+    manifest = load_manifest(bundle, verify=False)
+    _, entry = build_engines(bundle, manifest, EngineBuildConfig("fp32", optimization_level=0),
+                             key=key)
+    store = plan_store.PlanStore.for_bundle(bundle)
+    assert store.entry(manifest, key.folder) == entry
+    paths = engines.verify_engine_files(store.root, entry)
+    assert sorted(paths) == ["step", "vae_decoder", "vae_encoder"]
+    assert all(path.stat().st_size > 1000 for path in paths.values())
+    assert not (bundle / "tensorrt").exists()
