@@ -262,6 +262,7 @@ def test_the_check_prefers_tensorrt_rtx_when_both_are_installed(tmp_path, monkey
     verdict = check_onnx_with_tensorrt(_conv_relu(tmp_path))
     assert verdict.ok is True and verdict.flavor == "tensorrt_rtx", verdict.line()
     assert verdict.version == rtx.__version__
+    assert engines.trt_logger(rtx).min_severity == rtx.Logger.WARNING  # quiet only in the check
     assert engines.import_tensorrt()[1] == "tensorrt"  # engines for a GPU: full TensorRT
 
 

@@ -28,6 +28,7 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -408,6 +409,25 @@ def check_onnx_with_tensorrt(onnx_path: Path, build: bool = True, fp32_nodes=fro
     except SiloError as exc:
         return verdict(None, "skipped", f"static checks passed; {exc}")
     version = trt.__version__
+    with _errors_only(trt):  # the verdict line says what matters
+        return _check_with(trt, flavor, version, onnx_path, build, fp32_nodes, verdict)
+
+
+@contextmanager
+def _errors_only(trt):
+    """Lower the process's TensorRT logger to errors for the enclosed work."""
+    logger = trt_logger(trt)
+    saved = getattr(logger, "min_severity", None)
+    if saved is not None:
+        logger.min_severity = trt.Logger.ERROR
+    try:
+        yield
+    finally:
+        if saved is not None:
+            logger.min_severity = saved
+
+
+def _check_with(trt, flavor, version, onnx_path, build, fp32_nodes, verdict) -> GraphVerdict:
     try:
         builder, network, parser, errors = _parse(trt, trt_logger(trt), onnx_path)
     except (RuntimeError, TypeError) as exc:  # full TensorRT without a GPU: no Builder
