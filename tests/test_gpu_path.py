@@ -276,7 +276,7 @@ def test_auto_without_tensorrt_uses_onnx_runtimes_cuda_provider(bundle, monkeypa
     monkeypatch.setattr(ort_backend, "available_providers",
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
                                  "CPUExecutionProvider"])
-    for pin in ("ort", ""):  # the CPU pin does not keep a GPU machine on the CPU
+    for pin in ("ort", "", "openvino"):  # a CPU pin does not keep a GPU machine on the CPU
         monkeypatch.setenv("SILO_RT_AUTO_CPU", pin)
         runner = _runner(bundle)
         assert runner.backend == "ort" and runner.graphs.device == "cuda"

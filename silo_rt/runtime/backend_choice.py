@@ -28,7 +28,7 @@ import numpy as np
 
 from ..bundle_format import Manifest
 from ..errors import SiloError
-from .ort_backend import OrtGraphs, step_constants
+from .ort_backend import OrtGraphs, default_providers, step_constants
 
 Z_TOLERANCE = 1e-4
 """Relative difference allowed in one step's ``z_prev`` (fp32 backends agree to ~1e-7)."""
@@ -237,7 +237,8 @@ def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = N
     pinned = os.environ.get(PIN_VARIABLE, "")
     if pinned not in ("", "ort", "openvino"):
         raise SiloError(f"{PIN_VARIABLE}={pinned}: choose ort or openvino (or unset it)")
-    if pinned == "openvino":
+    on_gpu = "CUDAExecutionProvider" in (providers or default_providers())[:1]
+    if pinned == "openvino" and not on_gpu:  # the pin chooses among CPU backends only
         graphs = OpenVinoGraphs(bundle, manifest, threads)
         return "openvino", graphs, f"openvino ({PIN_VARIABLE}=openvino)"
     ort_graphs = OrtGraphs(bundle, manifest, providers, threads)
