@@ -59,6 +59,7 @@ def _restore_all(request: RestoreRequest) -> None:
     click.echo(f"restored {summary['restored']} of {summary['shard']} images into "
                f"{request.out}{where}; {summary['skipped']} were already done"
                f"{f', {len(failed)} failed' if failed else ''} (backend {runner.label})")
+    processes.wait()  # every process's line is out before the main one exits non-zero
     if report:
         names = ", ".join(f"{name} ({reason})" for name, reason in sorted(report.items()))
         total = summary["shard"] if processes.world == 1 else summary["total"]
