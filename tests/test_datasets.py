@@ -191,8 +191,8 @@ def test_numpy_consistency_matches_the_torch_measurement():
 
 def _assert_error(result, fragment, *absent):
     code, out, err = result
-    lines = [line for line in err.strip().splitlines()
-             if line and not line.startswith("using the embedded")]
+    lines = [line for line in err.strip().splitlines()  # not the notes before the error
+             if line and not line.startswith(("using the embedded", "eta "))]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
     assert fragment in lines[0], lines[0]
     for path in absent:
