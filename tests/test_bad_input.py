@@ -531,6 +531,13 @@ def test_an_option_the_task_ignores_is_refused(image_folder, tmp_path, capsys):
                          tmp_path, "--gamma", "0.5"], capsys), "--gamma does nothing")
     _one_error_line(run(["restore", clean, "--out", tmp_path / "x.png", "--overwrite"], capsys),
                     "--overwrite cannot be used with one measurement")
+    y = _measurements(tmp_path / "in", count=1) / "m0.png"
+    for option in (["--threads", "2"], ["--precision", "fp16"]):
+        _one_error_line(run(["restore", y, "--backend", "torch", "--model", "tiny", "--task",
+                             "sr4", "--operator", "op.safetensors", "--out",
+                             tmp_path / "x.png", *option], capsys),
+                        f"{option[0]} cannot be used with --backend torch")
+    shutil.rmtree(tmp_path / "in")
     assert list(tmp_path.iterdir()) == []
     code, _, err = run(["degrade", clean, "--task", "sr4", "--resizer", "dps", "--size", "64",
                         "--out", tmp_path / "y.png"], capsys)

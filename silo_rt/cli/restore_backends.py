@@ -92,6 +92,9 @@ def restore_with_bundle(request: RestoreRequest, *, y):
 def restore_with_torch(request: RestoreRequest, *, y, cuda: bool):
     """Restore ``y`` with the PyTorch reference (``--model`` + ``--operator``), on the GPU
     with a CUDA graph if ``cuda``; returns ``(x, backend label)``."""
+    refuse_options(f"--backend {request.backend}: the PyTorch reference runs in fp32 with "
+                   "PyTorch's threads (--threads and --precision set a bundle's backend)",
+                   threads=request.threads, precision=request.precision)
     if request.keep_measured and request.task is not None:
         get_degradation(request.task).check_imposable()
     x, label, config = _sample_torch(request, y=y, cuda=cuda)
