@@ -127,8 +127,8 @@ class RestoreRequest:
                    "units); prints their spread")
 @click.option("--overwrite", is_flag=True,
               help="a folder of measurements: restore again the images that OUT holds from "
-                   "a run with other settings (bundle, seed, steps, eta, sigma-y, precision, "
-                   "keep-measured, ...); without it such a rerun is refused")
+                   "a run with other settings (bundle, seed, steps, sampler, eta, sigma-y, "
+                   "precision, keep-measured); without it such a rerun is refused")
 def restore(**params):
     """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).
 
