@@ -248,7 +248,8 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         "task": task, "bundle": str(bundle), "images": str(images), "count": len(per_image),
         "sigma_y": sigma_y, "seed": seed, "steps": steps or runner.steps,
         "backend": runner.label,
-        "baseline_weights": (None if baseline_weights is None or not methods
+        "baseline_weights": (None if baseline_weights is None
+                             or not {"ldps", "gml-dps", "psld"} & {*methods}
                              else {"omega": baseline_weights.omega,
                                    "gamma": baseline_weights.gamma}),
         "resample_settings": (resample_settings.to_json() if "resample" in methods

@@ -123,6 +123,7 @@ def test_the_resample_row_is_a_resample_restoration_with_its_iterations(tiny_pri
     assert report["mean"]["resample"]["latent_iterations"] == 3
     assert report["methods"][-1] == "resample" and row["seconds"] > 0 and "cpsnr" in row
     assert report["resample_settings"]["latent_iterations"] == 3
+    assert report["baseline_weights"] is None  # no decoder-in-the-loop baseline ran
     assert report["resample_settings"]["gamma"] == 40.0
     # grid columns: measurement, bicubic, SILO, SILO kept, ReSample, ground truth
     assert Image.open(tmp_path / "sr4-grid.png").width == 6 * (64 * 3 + 2)
