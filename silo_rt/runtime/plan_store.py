@@ -29,8 +29,11 @@ ENTRY_FILE = "entry.json"
 
 
 def user_cache_root() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "silo-rt" / "engines"
+    """``<cache root>/silo-rt/engines`` (:func:`silo_rt.environment.cache_root`: an absolute
+    ``$XDG_CACHE_HOME``, else ``~/.cache``)."""
+    from ..environment import cache_root
+
+    return cache_root() / "silo-rt" / "engines"
 
 
 def bundle_writable(bundle: Path) -> bool:
