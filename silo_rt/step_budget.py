@@ -1,17 +1,19 @@
 """The guidance weight η for a step budget: tuned, exported, or by rule (numpy only).
 
-SILO's update adds ``−η·clamp(∂L/∂z_t, −1, 1)`` once per step, so with fewer steps the same
-η pulls the latent towards the measurement less in all; η must grow as the step count falls.
-For ``steps`` steps of ``sampler`` with no η given, :func:`choose_eta` takes, in order:
+SILO's update adds ``−η·clamp(∂L/∂z_t, −1, 1)`` once per step. One might expect η to have to
+grow as the step count falls (the same total pull in fewer steps). Measured on the demo
+(``benchmarks/steps/README.md``: η swept on training crops at 10-500 steps, both samplers,
+both tasks), it does not: the best η stays within a factor of two of one value from 10 to
+500 steps, and scaling η by ``N_base/N`` ruins a restoration (7 dB at 20 steps). For
+``steps`` steps of ``sampler`` with no η given, :func:`choose_eta` takes, in order:
 
 1. **tuned**: the entry for this bundle, step count and sampler in the bundle's
    ``tuning.json``, written by ``silo-rt tune`` from *training* images;
 2. **exported**: the η a bundle (or the operator makers' settings) came with, when the step
    count and sampler are the ones it was made for (DDPM);
-3. **rule**: ``η(N) = η_base · (N_base / N) ** POWER[sampler]``, from the exported (or
-   task-default) η at its own step count, capped at :data:`MAX_RULE_ETA`. The powers were
-   fitted to the η that ``silo-rt tune`` found best on the demo's training crops
-   (``benchmarks/steps/``); they are a starting point, not a guarantee, for other priors.
+3. **rule**: that same η at any other step count or with DDIM (the rule the measurement
+   supports: η independent of the step count). ``silo-rt tune`` is what finds a better one
+   (on the demo, half the authors' η is better at every step count).
 
 The choice comes back with a one-line reason, which ``restore`` prints.
 """
@@ -28,9 +30,6 @@ from .schedule import DEFAULT_SAMPLER, SAMPLERS, check_sampler
 
 TUNING_FILE = "tuning.json"
 TUNING_FORMAT = "silo-rt-tuning"
-POWER = {"ddpm": 1.0, "ddim": 1.0}
-"""Exponent of the rule per sampler (see ``benchmarks/steps/README.md``)."""
-MAX_RULE_ETA = 50.0
 
 
 @dataclass(frozen=True)
@@ -46,13 +45,13 @@ class EtaChoice:
 
 
 def rule_eta(base_eta: float, base_steps: int, steps: int, sampler: str) -> float:
-    """η for ``steps`` steps of ``sampler`` from ``base_eta`` tuned for ``base_steps`` DDPM
-    steps: ``base_eta · (base_steps / steps) ** POWER[sampler]``, at most
-    :data:`MAX_RULE_ETA`."""
+    """η for ``steps`` steps of ``sampler`` from ``base_eta`` made for ``base_steps`` DDPM
+    steps: ``base_eta`` itself (the best η measured does not follow the step count; see the
+    module docstring)."""
     check_sampler(sampler)
     if steps < 1 or base_steps < 1:
         raise SiloError(f"step counts must be at least 1, got {steps} and {base_steps}")
-    return float(min(base_eta * (base_steps / steps) ** POWER[sampler], MAX_RULE_ETA))
+    return float(base_eta)
 
 
 @dataclass(frozen=True)
@@ -187,8 +186,6 @@ def choose_eta(eta: float | None, steps: int, sampler: str = DEFAULT_SAMPLER, *,
         return EtaChoice(float(base_eta), "exported", f"{base_name} for {steps} steps")
     value = rule_eta(base_eta, base_steps, steps, sampler)
     return EtaChoice(value, "rule",
-                     f"rule: {base_name} {base_eta:g} at {base_steps} steps x "
-                     f"({base_steps}/{steps})^{POWER[sampler]:g}"
-                     + (f", capped at {MAX_RULE_ETA:g}" if value == MAX_RULE_ETA else "")
-                     + (f", {sampler}" if sampler != DEFAULT_SAMPLER else "")
-                     + "; `silo-rt tune` finds a better one")
+                     f"{base_name} for {base_steps} steps, kept for {steps} {sampler} steps: "
+                     "the best eta changes little with the step count; `silo-rt tune` finds "
+                     "it")

@@ -112,7 +112,8 @@ class FakeRunner:
     def __init__(self):
         self.seeds = []
 
-    def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False):
+    def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False,
+                sampler="ddpm"):
         self.seeds.append(seed)
         return np.random.default_rng(seed).uniform(-1, 1, (y.shape[0], 3, 64, 64)).astype(
             np.float32)

@@ -46,8 +46,8 @@ def _parse_etas(text: str | None) -> list[float] | None:
 @click.option("--images", "count", type=click.IntRange(1, 64), default=4, show_default=True,
               help="how many images of --data to use (spread over its sorted list)")
 @click.option("--etas", default=None,
-              help="comma-separated η values to try [default: the rule's η for the step count "
-                   "times 1/8, 1/4, ..., 8]")
+              help="comma-separated η values to try [default: the bundle's η times 1/8, 1/4, "
+                   "..., 8]")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="restoration seed")
 @click.option("--threads", type=THREADS, default=None, help="ONNX Runtime / OpenVINO threads")
 @click.option("--backend", type=click.Choice((AUTO, *RUNNER_BACKENDS)), default="ort",
@@ -89,7 +89,7 @@ def tune(bundle, task, data, step_counts, samplers, count, etas, seed, threads, 
                f"(backend {runner.label})", err=True)
     for sampler in samplers or ("ddpm", "ddim"):
         for steps in step_counts:
-            etas_tried = grid or eta_grid(_rule_only(runner, steps, sampler))
+            etas_tried = grid or eta_grid(runner.manifest.eta)
             entry = tune_eta(runner, problem, steps, sampler, etas_tried, seed,
                              progress=lambda eta, score, s=steps, m=sampler: click.echo(
                                  f"  {m} {s} steps: eta {eta:<8g} PSNR {score:.2f} dB",
@@ -104,15 +104,6 @@ def tune(bundle, task, data, step_counts, samplers, count, etas, seed, threads, 
         return
     record.save(target)
     click.echo(f"wrote {target}")
-
-
-def _rule_only(runner, steps: int, sampler: str) -> float:
-    """The rule's η (ignoring an existing tuning), the centre of the default grid."""
-    from ..step_budget import rule_eta
-
-    if steps == runner.steps and sampler == "ddpm":
-        return runner.manifest.eta
-    return rule_eta(runner.manifest.eta, runner.steps, steps, sampler)
 
 
 def _existing_record(runner, target):
