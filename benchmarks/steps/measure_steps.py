@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,16 +34,6 @@ TASKS = ("sr4", "ip")
 SAMPLERS = ("ddpm", "ddim")
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -56,8 +45,10 @@ def _save(path: Path, data: dict) -> None:
 
 
 def _header(args) -> dict:
+    from silo_rt.bench.timing import machine_info
+
     return {"command": " ".join(["python benchmarks/steps/measure_steps.py", *sys.argv[1:]]),
-            "date": datetime.date.today().isoformat(), "cpu": _cpu(),
+            "date": datetime.date.today().isoformat(), "machine": machine_info(),
             "threads": args.threads, "backend": args.backend}
 
 
@@ -179,6 +170,16 @@ def timing(args) -> None:
             runner.graphs.close()
 
 
+def _seconds(timed: dict, backend: str, task: str, sampler: str, steps: int):
+    """The timed median for these settings; a DDIM count that was not timed takes the DDPM
+    time of the same count (the same graph calls; timed at 50 steps, the two agree to 2 %)."""
+    for rule in (sampler, "ddpm"):
+        unit = timed.get(f"{backend}/{task}/{rule}/{steps}")
+        if unit is not None:
+            return unit["median"]
+    return None
+
+
 def plot(args) -> None:
     """PSNR (held-out, ONNX Runtime) against seconds per image: from ``timing.json`` for each
     timed backend (OpenVINO fp32 computes the same restorations: its step agrees with ONNX
@@ -198,16 +199,15 @@ def plot(args) -> None:
                             if u["task"] == task and u["sampler"] == sampler),
                            key=lambda u: u["steps"])
             for backend, line in zip(backends, ("-", "--", ":")):
-                points = [(timed[k]["median"] if (k := f"{backend}/{task}/{sampler}/"
-                                                       f"{u['steps']}") in timed
-                           else None if timed else u["mean"]["seconds"], u) for u in units]
+                points = [(_seconds(timed, backend, task, sampler, u["steps"]) if timed
+                           else u["mean"]["seconds"], u) for u in units]
                 points = [(x, u) for x, u in points if x is not None]
                 if not points:
                     continue
                 xs = [x for x, _ in points]
                 ys = [u["mean"]["psnr"] for _, u in points]
                 ax.plot(xs, ys, marker + line, label=f"{sampler}, {backend}")
-                for x, y, (_, u) in zip(xs, ys, points):
+                for x, y, (_, u) in zip(xs, ys, points) if backend == backends[0] else ():
                     ax.annotate(str(u["steps"]), (x, y), textcoords="offset points",
                                 xytext=(3, 3), fontsize=7)
         ax.set_xscale("log")
@@ -233,8 +233,7 @@ def table(data: dict, timed: dict) -> str:
                             key=lambda u: u["steps"]):
                 m = u["mean"]
                 gap = "" if reference is None else f"{m['psnr'] - reference['mean']['psnr']:+.2f}"
-                secs = [timed.get(f"{b}/{task}/{sampler}/{u['steps']}", {}).get("median")
-                        for b in ("ort", "openvino")]
+                secs = [_seconds(timed, b, task, sampler, u["steps"]) for b in ("ort", "openvino")]
                 secs = ["" if v is None else f"{v:.3f}" for v in secs]
                 lines.append(f"| {task} | {sampler} | {u['steps']} | {u['eta']:g} "
                              f"({u['eta_source']}) | {m['psnr']:.2f} | {gap} | {m['ssim']:.3f} "
