@@ -43,3 +43,32 @@ def test_onnx_runtime_self_check_marks_every_tensor():
     pytest.importorskip("polygraphy")
     verdict = compare_graph(demo_bundle("sr4") / "vae_decoder.onnx", against="onnxrt")
     assert verdict.ok is True and verdict.outputs_compared > 100, verdict.line()
+
+
+def test_export_compare_needs_check_trt_and_fails_on_a_disagreeing_engine(tmp_path, capsys,
+                                                                        monkeypatch):
+    """`export --compare` is refused without `--check trt` (before any work), and the
+    comparison step exits 1 naming the first disagreeing tensor; a graph that could not be
+    compared here (no GPU) is a line, not a failure."""
+    from cli_run import run
+
+    import silo_rt.runtime.trt_compare as trt_compare
+    from silo_rt.cli.export import compare_engines
+    from silo_rt.errors import SiloError
+    from silo_rt.runtime.trt_compare import Comparison
+
+    code, _, err = run(["export", "--model", "tiny", "--task", "sr4", "--compare",
+                        "--operator", tmp_path / "op.safetensors",
+                        "--out", tmp_path / "b"], capsys)
+    assert code == 2 and "--compare does nothing for an export without --check trt" in err
+    assert not (tmp_path / "b").exists()
+
+    verdicts = [Comparison("vae_encoder", None, "no CUDA GPU"),
+                Comparison("step", False, "3 of 90 tensors differ", "/unet/conv_in/Conv", 90)]
+    monkeypatch.setattr(trt_compare, "compare_bundle",
+                        lambda bundle, log: [log(v.line()) for v in verdicts] and verdicts)
+    with pytest.raises(SiloError, match=r"step \(first at /unet/conv_in/Conv\)") as info:
+        compare_engines(tmp_path)
+    assert info.value.exit_code == 1
+    monkeypatch.setattr(trt_compare, "compare_bundle", lambda bundle, log: verdicts[:1])
+    compare_engines(tmp_path)  # not comparable here: no failure

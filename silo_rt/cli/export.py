@@ -18,6 +18,7 @@ from .options import (
     SIGMA_Y,
     STEPS,
     pt_arch_option,
+    refuse_unused,
     time_input_option,
 )
 from .recipe import recipe_option
@@ -56,6 +57,11 @@ from .recipe import recipe_option
               help="trt: parse every graph with the installed TensorRT (or TensorRT-RTX, no GPU "
                    "needed) and build it ahead of time; one verdict per graph, exit 1 if any "
                    "graph is refused")
+@click.option("--compare", is_flag=True,
+              help="with --check trt: also run each graph's TensorRT engine against ONNX "
+                   "Runtime on the same inputs, every intermediate tensor compared, and name "
+                   "the first that disagrees (polygraphy; needs a GPU and NVIDIA's tensorrt: "
+                   "elsewhere one line per graph says why not); exit 1 if any disagrees")
 @click.option("--engines", type=click.Choice(["none", "trt"]), default="none",
               show_default=True,
               help="also build TensorRT engines for this machine's GPU into the bundle")
@@ -71,7 +77,8 @@ from .recipe import recipe_option
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="bundle folder to write, e.g. engines/sr8-512")
 def export(operator_path, arch, time_input, model, task, size, batch, steps, eta, prompt,
-           cfg_scale, sigma_y, precision, checks, engines, opt_level, weights, no_unet_h, out):
+           cfg_scale, sigma_y, precision, checks, compare, engines, opt_level, weights,
+           no_unet_h, out):
     """Export a prior + operator to a bundle of ONNX graphs with a manifest.
 
     The bundle holds the VAE encoder and decoder, the UNet + H_theta forward, and the fused
@@ -87,6 +94,7 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
     from ..prior import load_prior
     from ..sampler import SamplingOptions
 
+    refuse_unused("an export without --check trt", compare="trt" in checks)
     check_export_target(out)  # before loading anything
     if engines == "trt":
         from ..runtime.engines import current_key
@@ -131,3 +139,19 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
     click.echo(f"wrote bundle {out} in {time.perf_counter() - started:.1f} s")
     if refused:
         raise SiloError(f"TensorRT refused {refused} (see above)", exit_code=1)
+    if compare:
+        compare_engines(out)
+
+
+def compare_engines(bundle: Path) -> None:
+    """``--compare``: each graph's TensorRT engine against ONNX Runtime (one line a graph);
+    exit 1 when one disagrees, naming the first tensor that does."""
+    from ..runtime.trt_compare import compare_bundle
+
+    verdicts = compare_bundle(bundle, log=lambda line: click.echo(f"  compare {line}",
+                                                                  err=True))
+    wrong = [v for v in verdicts if v.ok is False]
+    if wrong:
+        raise SiloError("TensorRT disagrees with ONNX Runtime on "
+                        + ", ".join(f"{v.graph} (first at {v.first_mismatch or 'an output'})"
+                                    for v in wrong), exit_code=1)
