@@ -74,13 +74,42 @@ class TuningProblem:
     measurements: list[np.ndarray]
 
 
+class ReferenceRestorer:
+    """The PyTorch reference (prior + operator) behind the interface :func:`tune_eta` uses
+    of a :class:`~silo_rt.runtime.BundleRunner`: ``task``, ``resizer``, ``image_size``,
+    ``restore(y, seed, eta, sigma_y, steps=, sampler=)``.
+
+    Args:
+        prior, operator, config: as :func:`silo_rt.operators.load_operator` returns them.
+        prompt: the text condition (the operator makers' for their files).
+    """
+
+    def __init__(self, prior, operator, config, prompt: str = ""):
+        self.prior, self.operator, self.config = prior, operator, config
+        self.task, self.resizer, self.image_size = config.task, config.resizer, config.image_size
+        self.prompt = prompt
+
+    def restore(self, y: np.ndarray, seed: int, eta: float, sigma_y: float | None = None, *,
+                steps: int, sampler: str) -> np.ndarray:
+        import torch
+
+        from .degradations import DEFAULT_SIGMA_Y
+        from .sampler import SamplingOptions, restore
+
+        options = SamplingOptions(task=self.task, steps=steps, eta=eta, seed=seed,
+                                  prompt=self.prompt, sampler=sampler,
+                                  sigma_y=DEFAULT_SIGMA_Y if sigma_y is None else sigma_y)
+        return restore(self.prior, self.operator, torch.from_numpy(y), options).numpy()
+
+
 def make_problem(runner, paths: list[Path], sigma_y: float) -> TuningProblem:
-    """Ground truths at the bundle's size and their measurements, as ``evaluate`` makes
-    them (image index as the noise seed, 8-bit quantised)."""
+    """Ground truths at the runner's image size and their measurements, as ``evaluate``
+    makes them (image index as the noise seed, 8-bit quantised). ``runner``: a
+    :class:`~silo_rt.runtime.BundleRunner` or a :class:`ReferenceRestorer`."""
     from .degradations import make_measurement
     from .evaluation import quantise
 
-    size = runner.manifest.image_size
+    size = getattr(runner, "image_size", None) or runner.manifest.image_size
     truths = [load_square(p, size) for p in paths]
     ys = [quantise(make_measurement(x, runner.task, sigma_y, i, runner.resizer))
           for i, x in enumerate(truths)]
@@ -90,7 +119,9 @@ def make_problem(runner, paths: list[Path], sigma_y: float) -> TuningProblem:
 def tune_eta(runner, problem: TuningProblem, steps: int, sampler: str, etas: list[float],
              seed: int = 0, sigma_y: float | None = None,
              progress: Callable[[float, float], None] | None = None) -> TuningEntry:
-    """Restore every problem image with each η of ``etas``; the entry of the best mean PSNR.
+    """Restore every problem image with each η of ``etas`` (``runner``: a bundle's
+    :class:`~silo_rt.runtime.BundleRunner` or a :class:`ReferenceRestorer`); the entry of
+    the best mean PSNR.
 
     ``progress(eta, mean_psnr)`` is called after each η.
     """

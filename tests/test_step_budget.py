@@ -174,3 +174,37 @@ def test_tune_refuses_heldout_crops_bad_etas_and_another_bundles_file(demo_copy,
         demo_copy / "tuning.json")
     choice = BundleRunner(demo_copy).eta_choice(None, 7, "ddpm")
     assert (choice.source, choice.eta) == ("rule", 0.5)
+
+
+def test_tune_runs_the_pytorch_reference_and_prints_its_result(tiny_prior, training, capsys):
+    """--model/--operator: the grid's PSNR is that of the reference sampler's restorations
+    (recomputed here for one η), and the result is printed, not written."""
+    import torch
+
+    from silo_rt.degradations import make_measurement
+    from silo_rt.evaluation import quantise
+    from silo_rt.images import psnr
+    from silo_rt.operators import OperatorConfig, build_operator, save_operator
+    from silo_rt.sampler import SamplingOptions, restore
+    from silo_rt.tuning import load_square
+
+    torch.manual_seed(0)
+    config = OperatorConfig.for_prior(tiny_prior, "cnn", "sr4")
+    operator = build_operator(config).eval().requires_grad_(False)
+    path = save_operator(training.parent / "op.safetensors", operator, config)
+    code, out, err = run(["tune", "--model", "tiny", "--operator", path, "--data", training,
+                          "--steps", 2, "--sampler", "ddim", "--images", 1, "--etas", "0.5,3",
+                          "--threads", 1], capsys)
+    assert code == 0, err
+    entry = json.loads(out[out.index("{"):])["entries"][0]
+    x = load_square(training / "t0.png", config.image_size)
+    y = quantise(make_measurement(x, "sr4", 0.02, 0, config.resizer))
+    options = SamplingOptions("sr4", steps=2, eta=3.0, sampler="ddim")
+    expected = psnr(restore(tiny_prior, operator, torch.from_numpy(y), options).numpy(), x)
+    assert entry["grid"][1] == pytest.approx([3.0, expected], rel=1e-5)
+    assert not list(training.parent.glob("*.json"))
+    code, _, err = run(["tune", "--model", "tiny", "--operator", path, "--data", training,
+                        "--steps", 2, "--out", training.parent / "t.json"], capsys)
+    assert code == 2 and "prints the eta" in err
+    code, _, err = run(["tune", "--model", "tiny", "--data", training, "--steps", 2], capsys)
+    assert code == 2 and "--model and --operator" in err

@@ -10,7 +10,7 @@ from ..backends import AUTO, RUNNER_BACKENDS
 from ..degradations import task_names
 from ..errors import SiloError
 from .group import cli
-from .options import SEED, STEPS, THREADS, FiniteFloat
+from .options import MODEL_HELP, SEED, STEPS, THREADS, FiniteFloat, refuse_unused
 
 HELDOUT_PREFIXES = ("chelsea_", "coffee_")
 """File names of the demo's held-out crops (``silo-rt demo-data``), which tune refuses."""
@@ -55,17 +55,23 @@ def _parse_etas(text: str | None) -> list[float] | None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="where to record the result [default: BUNDLE/tuning.json, which restore "
                    "reads; '-' only prints it]")
-def tune(bundle, task, data, step_counts, samplers, count, etas, seed, threads, backend, out):
+@click.option("--model", default=None,
+              help="tune the PyTorch reference instead of a bundle: " + MODEL_HELP
+                   + " (with --operator; the result is printed, to pass as restore --eta)")
+@click.option("--operator", "operator_path", type=click.Path(path_type=Path), default=None,
+              help="the operator for --model (.safetensors or the authors' .pt)")
+def tune(bundle, task, data, step_counts, samplers, count, etas, seed, threads, backend, out,
+         model, operator_path):
     """Find the consistency scale η that restores best at a step budget, on TRAINING images.
 
     For each image of --data (and nothing else), the measurement is made as `evaluate` makes
     it and restored with each η of a grid; the η with the best mean PSNR is recorded in the
     bundle's tuning.json, which `restore --steps N` then uses for that step count and
-    sampler unless given --eta. Never give it held-out images: tuning on the images you
-    report on makes the report optimistic (the demo's held-out crops are refused).
+    sampler unless given --eta (with --model/--operator it is printed). Never give it
+    held-out images: tuning on the images you report on makes the report optimistic (the
+    demo's held-out crops are refused).
     """
-    from ..demo import demo_bundle
-    from ..runtime import BundleRunner
+    from ..step_budget import TuningRecord
     from ..tuning import eta_grid, make_problem, training_images, tune_eta
 
     grid = _parse_etas(etas)
@@ -74,23 +80,22 @@ def tune(bundle, task, data, step_counts, samplers, count, etas, seed, threads, 
     if held_out:
         raise SiloError(f"--data holds the demo's held-out crops ({held_out[0]}, ...): tune "
                         "on training images (silo-rt demo-data writes them to train/)")
-    bundle = demo_bundle(task) if bundle is None else bundle
-    runner = BundleRunner(bundle, backend=backend, threads=threads)
-    if task is not None and task != runner.task:
-        raise SiloError(f"bundle {bundle} is for task {runner.task!r}, not {task!r}")
-    target = runner.tuning_path if out is None else (None if str(out) == "-" else Path(out))
-    if target is not None and not target.parent.is_dir():
-        raise SiloError(f"output folder does not exist: {target.parent}")
-    for steps in step_counts:
-        runner.schedule(steps)  # refuse an impossible count before any work
-    record = _existing_record(runner, target)
-    problem = make_problem(runner, paths, runner.manifest.sigma_y)
+    refuse_unused("the PyTorch reference (--model)", backend=model is None)
+    if model is not None or operator_path is not None:
+        runner, base_eta, sigma_y, label = _reference(bundle, task, model, operator_path,
+                                                      step_counts, out, threads)
+        target, record = None, TuningRecord("", runner.task)
+    else:
+        runner, target = _bundle_runner(bundle, task, backend, threads, out, step_counts)
+        base_eta, sigma_y, label = runner.manifest.eta, runner.manifest.sigma_y, runner.label
+        record = _existing_record(runner, target)
+    problem = make_problem(runner, paths, sigma_y)
     click.echo(f"tuning {runner.task} on {len(paths)} training images of {data} "
-               f"(backend {runner.label})", err=True)
+               f"({label})", err=True)
     for sampler in samplers or ("ddpm", "ddim"):
         for steps in step_counts:
-            etas_tried = grid or eta_grid(runner.manifest.eta)
-            entry = tune_eta(runner, problem, steps, sampler, etas_tried, seed,
+            etas_tried = grid or eta_grid(base_eta)
+            entry = tune_eta(runner, problem, steps, sampler, etas_tried, seed, sigma_y,
                              progress=lambda eta, score, s=steps, m=sampler: click.echo(
                                  f"  {m} {s} steps: eta {eta:<8g} PSNR {score:.2f} dB",
                                  err=True))
@@ -104,6 +109,51 @@ def tune(bundle, task, data, step_counts, samplers, count, etas, seed, threads, 
         return
     record.save(target)
     click.echo(f"wrote {target}")
+
+
+def _bundle_runner(bundle, task, backend, threads, out, step_counts):
+    """The bundle's runner (the demo's for ``task`` without one) and where to record."""
+    from ..demo import demo_bundle
+    from ..runtime import BundleRunner
+
+    bundle = demo_bundle(task) if bundle is None else bundle
+    runner = BundleRunner(bundle, backend=backend, threads=threads)
+    if task is not None and task != runner.task:
+        raise SiloError(f"bundle {bundle} is for task {runner.task!r}, not {task!r}")
+    target = runner.tuning_path if out is None else (None if str(out) == "-" else Path(out))
+    if target is not None and not target.parent.is_dir():
+        raise SiloError(f"output folder does not exist: {target.parent}")
+    for steps in step_counts:
+        runner.schedule(steps)  # refuse an impossible count before any work
+    return runner, target
+
+
+def _reference(bundle, task, model, operator_path, step_counts, out, threads):
+    """The PyTorch reference for --model/--operator: ``(restorer, base η, σ_y, label)``."""
+    from ..degradations import DEFAULT_SIGMA_Y, get_degradation
+    from ..operators import load_operator
+    from ..prior import load_prior
+    from ..schedule import from_scheduler
+    from ..tuning import ReferenceRestorer
+
+    if bundle is not None:
+        raise SiloError("give --bundle or --model/--operator, not both")
+    if model is None or operator_path is None:
+        raise SiloError("the PyTorch reference needs both --model and --operator")
+    if out is not None and str(out) != "-":
+        raise SiloError("with --model, tune prints the eta to pass as restore --eta; --out "
+                        "records a bundle's tuning")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    prior = load_prior(model)
+    operator, config = load_operator(operator_path, prior, task)
+    for steps in step_counts:
+        from_scheduler(prior.scheduler, steps)  # refuse an impossible count before any work
+    prompt = config.recommended.get("prompt", "")
+    return (ReferenceRestorer(prior, operator, config, prompt),
+            get_degradation(config.task).eta, DEFAULT_SIGMA_Y, "PyTorch reference")
 
 
 def _existing_record(runner, target):
