@@ -2,9 +2,9 @@
 
 SILO's update adds ``−η·clamp(∂L/∂z_t, −1, 1)`` once per step. One might expect η to have to
 grow as the step count falls (the same total pull in fewer steps). Measured on the demo
-(``benchmarks/steps/README.md``: η swept on training crops at 10-500 steps, both samplers,
+(``benchmarks/steps/README.md``: η swept on training crops at 10-999 steps, both samplers,
 both tasks), it does not: the best η stays within a factor of two of one value from 10 to
-500 steps, and scaling η by ``N_base/N`` ruins a restoration (7 dB at 20 steps). For
+999 steps, and scaling η by ``N_base/N`` ruins a restoration (7 dB at 20 steps). For
 ``steps`` steps of ``sampler`` with no η given, :func:`choose_eta` takes, in order:
 
 1. **tuned**: the entry for this bundle, step count and sampler in the bundle's
@@ -13,7 +13,7 @@ both tasks), it does not: the best η stays within a factor of two of one value 
    count and sampler are the ones it was made for (DDPM);
 3. **rule**: that same η at any other step count or with DDIM (the rule the measurement
    supports: η independent of the step count). ``silo-rt tune`` is what finds a better one
-   (on the demo, half the authors' η is better at every step count).
+   (on the demo, half the authors' η is better at most step counts).
 
 The choice comes back with a one-line reason, which ``restore`` prints.
 """
