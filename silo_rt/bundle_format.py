@@ -184,6 +184,22 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def bundle_identity(bundle: Path) -> str:
+    """sha256 of the bundle's manifest without its ``engines`` section: what its
+    restorations depend on (every graph's sha256, the schedule, η, …), unchanged when
+    TensorRT plans are built into it. Keys ``tuning.json`` and the restore log."""
+    path = Path(bundle) / MANIFEST
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SiloError(f"cannot read {path}: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise SiloError(f"{path} is not a JSON object")
+    data.pop("engines", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 # --- field checks: each returns the value or raises one SiloError naming the field ---
 
 class _Fields:

@@ -184,15 +184,12 @@ def run_settings(runner, *, eta: float | None = None, sigma_y: float | None = No
 
 
 def bundle_digest(bundle: Path) -> str:
-    """sha256 of the bundle's ``manifest.json`` (which holds every graph's sha256): the
-    bundle's identity in the log."""
-    from .bundle_format import MANIFEST
+    """The bundle's identity in the log: the first 16 hex digits of
+    :func:`~silo_rt.bundle_format.bundle_identity` (its manifest, which holds every graph's
+    sha256, without the TensorRT plans a first GPU run adds)."""
+    from .bundle_format import bundle_identity
 
-    try:
-        data = (Path(bundle) / MANIFEST).read_bytes()
-    except OSError as exc:
-        raise SiloError(f"cannot read {Path(bundle) / MANIFEST}: {exc.strerror}") from None
-    return hashlib.sha256(data).hexdigest()[:16]
+    return bundle_identity(bundle)[:16]
 
 
 def changed_settings(record: dict, settings: dict, defaults: dict, seed: int) -> list[str]:

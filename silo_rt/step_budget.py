@@ -78,8 +78,9 @@ class TuningEntry:
 
 @dataclass
 class TuningRecord:
-    """``tuning.json``: tuned η per (steps, sampler) for one bundle (by its manifest's
-    sha256, so a re-exported bundle never uses another bundle's tuning)."""
+    """``tuning.json``: tuned η per (steps, sampler) for one bundle, by its
+    :func:`~silo_rt.bundle_format.bundle_identity` (``bundle_sha256``: its manifest's
+    sha256 without TensorRT plans), so a re-exported bundle never uses another's tuning."""
 
     bundle_sha256: str
     task: str

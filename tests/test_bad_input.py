@@ -79,11 +79,12 @@ def _stamps(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def other_bundle(tmp_path_factory):
-    """The demo bundle, copied with a byte more in its manifest: another bundle identity."""
+    """The demo bundle, copied with another prompt text in its manifest: another bundle
+    identity (a change of layout alone, or TensorRT plans, would not be one)."""
     copy = tmp_path_factory.mktemp("bundle") / "sr4"
     shutil.copytree(_demo(), copy)
-    with open(copy / "manifest.json", "a") as manifest:
-        manifest.write("\n")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "prompt": "another"}))
     return copy
 
 

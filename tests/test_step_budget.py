@@ -9,7 +9,7 @@ import pytest
 from cli_run import run
 from conftest import smooth_image
 
-from silo_rt.bundle_format import sha256_file
+from silo_rt.bundle_format import bundle_identity
 from silo_rt.demo import demo_bundle
 from silo_rt.errors import SiloError
 from silo_rt.images import write_image
@@ -120,7 +120,7 @@ def test_tune_reads_only_its_folder_and_restore_uses_the_result(demo_copy, train
     assert opened and all(p.parent == training for p in opened)
     record = TuningRecord.load(demo_copy / "tuning.json")
     entry = record.lookup(3, "ddim")
-    assert record.bundle_sha256 == sha256_file(demo_copy / "manifest.json")
+    assert record.bundle_sha256 == bundle_identity(demo_copy)
     assert entry.images == ["t0.png", "t2.png"] and [g[0] for g in entry.grid] == [0.5, 4.0]
     assert entry.eta == max(entry.grid, key=lambda g: g[1])[0]
     assert f"best eta {entry.eta:g}" in out
@@ -137,7 +137,7 @@ def test_tune_reads_only_its_folder_and_restore_uses_the_result(demo_copy, train
 
 def test_tune_writes_atomically_and_keeps_the_old_file_on_failure(demo_copy, training, capsys,
                                                                   monkeypatch):
-    before = TuningRecord(sha256_file(demo_copy / "manifest.json"), "sr4",
+    before = TuningRecord(bundle_identity(demo_copy), "sr4",
                           [TuningEntry(3, "ddpm", 1.0, 20.0, ["x.png"])])
     before.save(demo_copy / "tuning.json")
     calls = []
@@ -208,3 +208,19 @@ def test_tune_runs_the_pytorch_reference_and_prints_its_result(tiny_prior, train
     assert code == 2 and "prints the eta" in err
     code, _, err = run(["tune", "--model", "tiny", "--data", training, "--steps", 2], capsys)
     assert code == 2 and "--model and --operator" in err
+
+
+def test_bundle_identity_ignores_tensorrt_plans_and_nothing_else(demo_copy):
+    """Building TensorRT plans rewrites the manifest's ``engines``; the tuning (and the
+    restore log's bundle) must still match, while any other change must not."""
+    path = demo_copy / "manifest.json"
+    before = bundle_identity(demo_copy)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "engines": {"k": {"file": "tensorrt/x.plan"}}},
+                               indent=3))
+    assert bundle_identity(demo_copy) == before
+    path.write_text(json.dumps({**data, "eta": 0.7}))
+    assert bundle_identity(demo_copy) != before
+    path.write_bytes(b"\xff")
+    with pytest.raises(SiloError, match="cannot read"):
+        bundle_identity(demo_copy)

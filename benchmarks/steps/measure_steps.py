@@ -244,14 +244,14 @@ def table(data: dict, timed: dict) -> str:
 def ship(args) -> None:
     """Write each demo bundle's ``tuning.json`` from ``tuned.json`` (what ``silo-rt tune``
     would record), so the embedded demo uses the η tuned on its training crops."""
-    from silo_rt.bundle_format import sha256_file
+    from silo_rt.bundle_format import bundle_identity
     from silo_rt.demo import demo_bundle
     from silo_rt.step_budget import TuningEntry, TuningRecord
 
     units = _load(args.out / "tuned.json")["units"].values()
     for task in args.tasks:
         bundle = demo_bundle(task)
-        record = TuningRecord(sha256_file(bundle / "manifest.json"), task)
+        record = TuningRecord(bundle_identity(bundle), task)
         for u in units:
             if u["task"] == task:
                 record = record.with_entry(TuningEntry(u["steps"], u["sampler"], u["eta"],

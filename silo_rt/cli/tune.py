@@ -158,10 +158,10 @@ def _reference(bundle, task, model, operator_path, step_counts, out, threads):
 
 def _existing_record(runner, target):
     """The record to add to: the target's, when it is this bundle's; else a new one."""
-    from ..bundle_format import sha256_file
+    from ..bundle_format import bundle_identity
     from ..step_budget import TuningRecord
 
-    sha = sha256_file(runner.path / "manifest.json")
+    sha = bundle_identity(runner.path)
     if target is not None and target.exists():
         record = TuningRecord.load(target)
         if record.bundle_sha256 == sha:

@@ -174,14 +174,15 @@ class BundleRunner:
 
     def tuning(self):
         """The bundle's :class:`~silo_rt.step_budget.TuningRecord`, or None when there is
-        none or it was made for another bundle (another manifest sha256)."""
-        from ..bundle_format import sha256_file
+        none or it was made for another bundle
+        (:func:`~silo_rt.bundle_format.bundle_identity`: TensorRT plans do not count)."""
+        from ..bundle_format import bundle_identity
         from ..step_budget import TuningRecord
 
         if not self.tuning_path.exists():
             return None
         record = TuningRecord.load(self.tuning_path)
-        if record.bundle_sha256 != sha256_file(self.path / "manifest.json"):
+        if record.bundle_sha256 != bundle_identity(self.path):
             return None
         return record
 
