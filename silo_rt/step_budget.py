@@ -112,20 +112,16 @@ class TuningRecord:
     def load(cls, path: Path) -> TuningRecord:
         """Read and check ``path``; a file that is not a valid record is one
         :class:`SiloError` line naming the problem."""
-        try:
-            data = json.loads(Path(path).read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise SiloError(f"cannot read tuning file {path}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                            ) from None
-        return _parse(data, path)
+        from .records import read_json_object
+
+        return _parse(read_json_object(path, "tuning file"), path)
 
 
 def _parse(data, path) -> TuningRecord:
     def bad(what: str):
         return SiloError(f"tuning file {path}: {what}")
 
-    if not isinstance(data, dict) or data.get("format") != TUNING_FORMAT:
+    if data.get("format") != TUNING_FORMAT:
         raise bad(f"not a {TUNING_FORMAT} file")
     if data.get("format_version") != 1:
         raise bad(f"unsupported format_version {data.get('format_version')!r}")

@@ -109,8 +109,7 @@ def make_problem(runner, paths: list[Path], sigma_y: float) -> TuningProblem:
     from .degradations import make_measurement
     from .evaluation import quantise
 
-    size = getattr(runner, "image_size", None) or runner.manifest.image_size
-    truths = [load_square(p, size) for p in paths]
+    truths = [load_square(p, runner.image_size) for p in paths]
     ys = [quantise(make_measurement(x, runner.task, sigma_y, i, runner.resizer))
           for i, x in enumerate(truths)]
     return TuningProblem([p.name for p in paths], truths, ys)

@@ -97,8 +97,8 @@ class RestoreRequest:
 @sampler_option
 @click.option("--eta", type=ETA, default=None,
               help="consistency scale [default: tuned for this step count and sampler by "
-                   "`silo-rt tune`, else the bundle's at its exported step count (0.5, 1.0 for "
-                   "ip, with --model), else scaled to the step count by the rule; says which]")
+                   "`silo-rt tune`, else the bundle's (0.5, 1.0 for ip, with --model), at any "
+                   "step count; says which]")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--prompt", default=None,
               help="text condition (torch backend; a bundle embeds its prompt at export)  "

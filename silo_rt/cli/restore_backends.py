@@ -143,9 +143,9 @@ def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
 
 
 def _reference_eta(request: RestoreRequest, task: str, recommended: dict, steps: int) -> float:
-    """η for the PyTorch reference: given, else the operator makers' (or the task's default)
-    η at their step count (999 unless the operator file says), scaled by the rule for other
-    step counts or DDIM (:func:`silo_rt.step_budget.choose_eta`); announced unless given."""
+    """η for the PyTorch reference: given, else the task's default η (the operator makers'),
+    made for their step count (999 unless the operator file says) and kept at any other
+    (:func:`silo_rt.step_budget.choose_eta`); announced unless given."""
     from ..step_budget import choose_eta
 
     choice = choose_eta(request.eta, steps, request.sampler,

@@ -136,6 +136,11 @@ class BundleRunner:
         return get_degradation(self.task, self.resizer)
 
     @property
+    def image_size(self) -> int:
+        """The side of the images the bundle restores (pixels)."""
+        return self.manifest.image_size
+
+    @property
     def steps(self) -> int:
         """The step count the bundle was exported with (the default)."""
         return self.manifest.steps
