@@ -21,7 +21,6 @@ from .step_budget import TuningEntry
 
 DEFAULT_FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """The grid: these multiples of the bundle's η (clipped to [0, 100])."""
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def eta_grid(center: float, factors=DEFAULT_FACTORS) -> list[float]:
@@ -33,13 +32,15 @@ def eta_grid(center: float, factors=DEFAULT_FACTORS) -> list[float]:
 def training_images(folder: Path, count: int) -> list[Path]:
     """``count`` images of ``folder`` spread evenly over its sorted file list (so tiles of
     several photographs are used), or all of them if there are fewer."""
+    from .datasets import IMAGE_SUFFIXES
+
     folder = Path(folder)
     if not folder.is_dir():
         raise SiloError(f"--data must be a folder of training images: {folder}")
     paths = sorted(p for p in folder.iterdir()
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise SiloError(f"no .png/.jpg/.jpeg/.webp images in {folder}")
+        raise SiloError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
     if len(paths) <= count:
         return paths
     picks = np.linspace(0, len(paths) - 1, count).round().astype(int)
