@@ -101,10 +101,11 @@ class PlanStore:
 
     def record(self, key_folder: str, entry: dict) -> None:
         """Write the entry of a read-only bundle's plans (atomically)."""
-        path = self.plan_folder(key_folder) / ENTRY_FILE
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(entry, indent=1))
-        os.replace(temporary, path)
+        from ..images import atomic_write
+
+        text = json.dumps(entry, indent=1)
+        atomic_write(self.plan_folder(key_folder) / ENTRY_FILE,
+                     lambda tmp: Path(tmp).write_text(text))
 
     @contextmanager
     def building(self, key_folder: str):
