@@ -28,6 +28,7 @@ import numpy as np
 
 from ..bundle_format import Manifest
 from ..errors import SiloError
+from ..images import atomic_write
 from .ort_backend import OrtGraphs, default_providers, step_constants
 
 Z_TOLERANCE = 1e-4
@@ -157,12 +158,8 @@ def _store(key: str, verdict: Verdict) -> None:
     cached[key] = asdict(verdict)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        try:
-            temporary.write_text(json.dumps(cached, indent=1))
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)  # a failed write leaves nothing behind
+        text = json.dumps(cached, indent=1)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))  # a failure leaves nothing
     except OSError:
         pass  # a read-only home: the check is simply made again next time
 
