@@ -35,7 +35,7 @@ from pathlib import Path
 from ..bundle_format import Manifest, bundle_path, sha256_file, write_manifest
 from ..errors import SiloError
 from . import cuda_device
-from .plan_store import PLAN_FOLDER, PlanStore  # noqa: F401  (PLAN_FOLDER: re-exported)
+from .plan_store import PlanStore
 
 TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
 PRECISIONS = ("fp32", "fp16")
