@@ -68,12 +68,19 @@ def _passed_by_output(accuracy) -> dict[str, bool]:
     return {name: bool(result) for name, result in iterations[0].items()}
 
 
-def _missing() -> str | None:
-    """Why polygraphy cannot compare TensorRT here (None: it can)."""
+def _no_polygraphy() -> str | None:
+    """Why polygraphy cannot be used here (None: it can)."""
     try:
         import polygraphy  # noqa: F401
     except ImportError:
         return "polygraphy is not installed (pip install polygraphy)"
+    return None
+
+
+def _missing() -> str | None:
+    """Why polygraphy cannot compare TensorRT here (None: it can)."""
+    if why := _no_polygraphy():
+        return why
     from .engines import import_tensorrt
 
     try:
@@ -127,12 +134,7 @@ def compare_graph(onnx_path: Path, graph: str | None = None, precision: str = "f
 
     onnx_path = Path(onnx_path)
     graph = graph or onnx_path.stem
-    why = _missing() if against == "trt" else None
-    if why is None and against == "onnxrt":
-        try:
-            import polygraphy  # noqa: F401
-        except ImportError:
-            why = "polygraphy is not installed (pip install polygraphy)"
+    why = _missing() if against == "trt" else _no_polygraphy()
     if why is not None:
         return Comparison(graph, None, why)
     from polygraphy.comparator import Comparator, CompareFunc, DataLoader
