@@ -35,6 +35,8 @@ from ..errors import SiloError
 from . import cuda_device
 from .engines import (
     EngineBuildConfig,
+    _first,
+    _first_line,
     build_engines,
     check_plan_entry,
     current_key,
@@ -68,10 +70,8 @@ class _Cleanup:
 
     def raise_first(self, what: str) -> None:
         if self.errors:
-            first = self.errors[0]
-            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
-            line = str(first).strip().splitlines()[0] if str(first).strip() else repr(first)
-            raise SiloError(f"{what}: {line}{more}") from first
+            lines = [_first_line(exc) for exc in self.errors]
+            raise SiloError(f"{what}: {_first(lines)}") from self.errors[0]
 
 
 def _ok(result, what: str = "CUDA call"):
