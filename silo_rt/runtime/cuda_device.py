@@ -104,15 +104,22 @@ def explain(err, rt=None) -> str:
     return f"CUDA error {err}"
 
 
-def select_device(rt=None) -> int:
-    """Make this process's GPU (:func:`device_index`) current; returns its index."""
+def this_device(rt=None) -> int:
+    """This process's GPU (:func:`device_index` of the visible ones); refuses in one line
+    where none is usable."""
     rt = rt or cudart()
     err, count = rt.cudaGetDeviceCount()
     if int(err) != 0:
         raise SiloError(f"no usable CUDA device: {explain(err, rt)}")
     if count == 0:
         raise SiloError(f"no usable CUDA device: {explain(NO_DEVICE, rt)}")
-    index = device_index(count)
+    return device_index(count)
+
+
+def select_device(rt=None) -> int:
+    """Make this process's GPU (:func:`this_device`) current; returns its index."""
+    rt = rt or cudart()
+    index = this_device(rt)
     err, *_ = _as_tuple(rt.cudaSetDevice(index))
     if int(err) != 0:
         raise SiloError(f"cannot use CUDA device {index}: {explain(err, rt)}")

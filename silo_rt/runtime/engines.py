@@ -560,10 +560,7 @@ def current_key(precision: str, device: int | None = None) -> EngineKey:
     cuda_device.check_cuda_pairing(cuda_device.tensorrt_cuda_major(),
                                    cuda_device.bindings_major())
     if device is None:
-        err, count = rt.cudaGetDeviceCount()
-        if int(err) != 0:
-            raise SiloError(f"no usable CUDA device: {cuda_device.explain(err, rt)}")
-        device = cuda_device.device_index(count)
+        device = cuda_device.this_device(rt)
     major, minor = cuda_device.compute_capability(device, rt)
     key = EngineKey(flavor, trt.__version__, f"{major}.{minor}", precision)
     check_flavor_supports(flavor, key.version, key.compute_capability)
