@@ -91,10 +91,10 @@ def _missing() -> str | None:
         return "polygraphy drives NVIDIA's `tensorrt`, not TensorRT-RTX (install `tensorrt`)"
     from . import cuda_device
 
-    rt = cuda_device.cudart()
-    err, count = rt.cudaGetDeviceCount()
-    if int(err) != 0 or count == 0:
-        return f"no usable CUDA GPU: {cuda_device.explain(err if int(err) else 100, rt)}"
+    try:
+        cuda_device.this_device()
+    except SiloError as exc:  # no cuda-python, no driver, no GPU
+        return str(exc)
     return None
 
 
