@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SiloError
-from .images import atomic_write, check_header, check_outputs, read_image, write_image
+from .images import _first_line, atomic_write, check_header, check_outputs, read_image, write_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 LOG_NAME = "restore-log.jsonl"
@@ -252,11 +252,6 @@ class Processes:
             except Exception as exc:  # torch.distributed raises several types
                 raise SiloError(f"process {self.rank + 1} of {self.world}: another process "
                                 f"stopped (see its error above): {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 LAUNCHER_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")
