@@ -145,14 +145,15 @@ class ReSampleSolver:
         return (z_t - (1.0 - a_t) ** 0.5 * eps) / a_t ** 0.5, eps
 
     def dps_step(self, z_t, timestep, a_t: float, a_prev: float, y, context):
-        """One DDIM (η = 0) step with the DPS gradient; returns ``(z_{t−1}, loss)``."""
+        """One DDIM (η = 0) step with the DPS gradient; returns ``(z_{t−1}, loss)``, the loss
+        a 0-d tensor (read only by a callback: no device sync per step)."""
         z_t = z_t.detach().requires_grad_(True)
         with torch.enable_grad():
             z0, eps = self.tweedie(z_t, timestep, a_t, context)
             loss = torch.linalg.vector_norm(y - self.degradation(self.decode(z0)))
             grad, = torch.autograd.grad(loss, z_t)
         z_prev = a_prev ** 0.5 * z0 + (1.0 - a_prev) ** 0.5 * eps
-        return (z_prev - self.settings.dps_scale * a_t * grad).detach(), float(loss.detach())
+        return (z_prev - self.settings.dps_scale * a_t * grad).detach(), loss.detach()
 
     @torch.no_grad()
     def look_ahead(self, z, timesteps, alphas, context):
@@ -258,7 +259,7 @@ def restore_resample(prior, y: torch.Tensor, options: SamplingOptions,
             z = stochastic_resample(z0, z, a_prev, variance,
                                     torch.from_numpy(start.step_noise[i]).to(z))
         if callback is not None:
-            callback(i, int(timesteps[i]), z, loss)
+            callback(i, int(timesteps[i]), z, float(loss))
     if settings.consistency:
         z, iterations = solver.latent_step(z, y)
         stats.consistency.append((steps, "latent", iterations))
