@@ -196,14 +196,14 @@ def load_training_state(accelerator, state_dir: Path) -> None:
     """``accelerator.load_state(state_dir)``; a damaged or foreign state is one line."""
     import pickle
 
+    from .images import _first_line
+
     try:
         accelerator.load_state(str(state_dir))
     except (OSError, RuntimeError, ValueError, KeyError, EOFError,
             pickle.UnpicklingError) as exc:
-        text = str(exc).strip()
         raise SiloError(f"cannot resume from {state_dir} (damaged, or saved by another "
-                        f"configuration): {text.splitlines()[0] if text else type(exc).__name__}"
-                        ) from None
+                        f"configuration): {_first_line(exc)}") from None
 
 
 def _kept_log_lines(path: Path, last_step: int) -> str:
