@@ -46,16 +46,12 @@ def section(task: str) -> list[str]:
     lines = [f"### {task}: {which} ({crops}), {new['steps']} steps", "",
              "| method | PSNR dB | SSIM | CPSNR dB | s / image | run |",
              "|---|---|---|---|---|---|"]
-    for method in ("silo", "silo-torch", "ldps", "gml-dps", "psld"):
-        lines.append(f"| {NAMES[method]} | {mean(old_rows, method, 'psnr'):.2f} | "
-                     f"{mean(old_rows, method, 'ssim'):.3f} | "
-                     f"{mean(old_rows, method, 'cpsnr'):.2f} | "
-                     f"{mean(old_rows, method, 'seconds'):.2f} | recorded |")
-    for method in ("silo-torch", "resample"):
-        lines.append(f"| {NAMES[method]} | {mean(new_rows, method, 'psnr'):.2f} | "
-                     f"{mean(new_rows, method, 'ssim'):.3f} | "
-                     f"{mean(new_rows, method, 'cpsnr'):.2f} | "
-                     f"{mean(new_rows, method, 'seconds'):.2f} | ReSample run |")
+    for rows, methods, run in ((old_rows, ("silo", "silo-torch", "ldps", "gml-dps", "psld"),
+                                "recorded"),
+                               (new_rows, ("silo-torch", "resample"), "ReSample run")):
+        lines += [f"| {NAMES[method]} | {mean(rows, method, 'psnr'):.2f} | "
+                  f"{mean(rows, method, 'ssim'):.3f} | {mean(rows, method, 'cpsnr'):.2f} | "
+                  f"{mean(rows, method, 'seconds'):.2f} | {run} |" for method in methods]
     r = new["mean"]["resample"]
     ratio = mean(new_rows, "resample", "seconds") / mean(new_rows, "silo-torch", "seconds")
     lines += ["", f"ReSample per image: {r['consistency_steps']:.0f} hard-consistency steps "
