@@ -67,13 +67,13 @@ def evaluate(bundle, task, data, out, sigma_y, seed, threads, backend, precision
     """Measure a bundle's restorations (PSNR, SSIM, consistency, sharpness, seconds) on clean
     images against a simple baseline (bicubic for sr, a biharmonic fill for ip) and, with
     --methods, against LDPS, GML-DPS, PSLD and ReSample on the same prior."""
-    from ..baselines import BaselineWeights
+    from ..baselines import BASELINES, BaselineWeights
     from ..datasets import check_output_folder
     from ..evaluation import evaluate_bundle, parse_methods
     from ..resample import ReSampleSettings
 
     chosen = parse_methods(methods)
-    refuse_unused(f"--methods {methods}", omega=bool({"ldps", "gml-dps", "psld"} & {*chosen}),
+    refuse_unused(f"--methods {methods}", omega=bool({*BASELINES} & {*chosen}),
                   gamma=bool({"gml-dps", "psld"} & {*chosen}),
                   **dict.fromkeys(("resample_gamma", "resample_eps",
                                    "resample_latent_iterations"), "resample" in chosen))
