@@ -12,6 +12,8 @@ split, interrupted or resumed:
 * **Batches**: the sorted list is cut into batches of the bundle's batch size ``B`` (the last
   padded by repeating its last image; the padding's output is dropped). A batch uses one
   noise source, seeded by its first image's seed; for ``B = 1`` that is the image's own seed.
+  A batch holding an image of another size than the bundle's (restored by tiles) is
+  restored image by image, each with its own seed.
   For ``B > 1`` the batches come from the full sorted list, so a batch (and each image's
   result) is the same whatever the process count, but restoring a subset regroups it.
 * **Shards**: process ``r`` of ``n`` takes batches ``r, r + n, r + 2n, …`` of the full list;
@@ -38,6 +40,7 @@ import numpy as np
 
 from .errors import SiloError
 from .images import _first_line, atomic_write, check_header, check_outputs, read_image, write_image
+from .tiling import DEFAULT_OVERLAP
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 LOG_NAME = "restore-log.jsonl"
@@ -318,9 +321,11 @@ def _cpsnr(task: str, x: np.ndarray, y: np.ndarray, resizer: str) -> float | Non
     return round(value, 3) if np.isfinite(value) else None
 
 
-def check_inputs(paths: list[Path], measurement_shape: tuple[int, ...]) -> dict[str, str]:
-    """``{image name: why it cannot be restored}`` for each file that is not an image or has
-    the wrong size, from the headers."""
+def check_inputs(paths: list[Path], measurement_shape: tuple[int, ...],
+                 any_size: bool = False) -> dict[str, str]:
+    """``{image name: why it cannot be restored}`` for each file that is not an image or (unless
+    ``any_size``: a task restored by tiles) has another size than the bundle's, from the
+    headers."""
     from PIL import Image
 
     height, width = measurement_shape[-2:]
@@ -336,7 +341,7 @@ def check_inputs(paths: list[Path], measurement_shape: tuple[int, ...]) -> dict[
         except Exception as exc:  # Pillow raises many types for a malformed file
             failures[path.name] = f"cannot read measurement {path}: {_first_line(exc)}"
             continue
-        if size != (width, height):
+        if size != (width, height) and not any_size:
             failures[path.name] = (f"measurement {path} is {size[0]}x{size[1]}; the bundle "
                                    f"restores {width}x{height} measurements")
     return failures
@@ -423,7 +428,8 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
                     steps: int | None = None, keep_measured: bool = False,
                     processes: Processes | None = None, progress=None, *,
                     precision: str | None = None, sampler: str = "ddpm",
-                    overwrite: bool = False, source: Path | None = None) -> dict:
+                    overwrite: bool = False, source: Path | None = None,
+                    overlap: int = DEFAULT_OVERLAP) -> dict:
     """Restore every image of ``paths`` not done yet into ``out_dir`` (see the module rules).
 
     Args:
@@ -440,6 +446,8 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
             rerun is refused (:class:`SiloError` naming what changed).
         source: the input folder (or list) ``out_dir`` must not be in (default: the inputs'
             folders).
+        overlap: latent pixels shared by the tiles of an image of another size than the
+            bundle's (:mod:`silo_rt.tiled`).
 
     Returns:
         ``{"total", "shard", "skipped", "restored", "failed", "report", "rank", "world"}``
@@ -467,7 +475,7 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
                             keep_measured=keep_measured, precision=precision, sampler=sampler)
     defaults = run_settings(runner)
     defaults.pop("bundle")  # an old log line without it: the bundle is not known
-    failures = check_inputs(paths, (1, *shape[1:]))
+    failures = check_inputs(paths, (1, *shape[1:]), runner.degradation.tileable)
     if len(failures) == len(paths):
         first = next(iter(failures.values()))
         more = f" (and {len(paths) - 1} more failed likewise)" if len(paths) > 1 else ""
@@ -502,22 +510,14 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
                         bar.update(1)
             if not good:
                 continue
-            # an unreadable image's place (and the padding) holds a readable one of the
-            # batch; images are independent in a batch, so no other result changes
-            y = np.concatenate([image if image is not None else good[-1] for image in images]
-                               + [good[-1]] * (batch - len(group)))
-            batch_seed = image_seed(seed, group[0].name)
-            start = time.perf_counter()
-            x = runner.restore(y, batch_seed, eta, sigma_y, steps=steps,
-                               keep_measured=keep_measured, sampler=sampler)
-            seconds = (time.perf_counter() - start) / len(good)
-            for i, (path, image) in enumerate(zip(group, images)):
-                if path.name in done or image is None:
-                    continue
+            for path, y, x, image_seed_used, seconds in _restore_group(
+                    runner, group, images, batch, seed, eta=eta, sigma_y=sigma_y, steps=steps,
+                    keep_measured=keep_measured, sampler=sampler, overlap=overlap,
+                    skip=done):
                 target = output_path(out_dir, path)
-                write_image(target, x[i:i + 1])
-                cpsnr = _cpsnr(runner.task, x[i:i + 1], y[i:i + 1], runner.resizer)
-                _append(log_path, log_record(path, target, batch_seed, seconds, cpsnr,
+                write_image(target, x)
+                cpsnr = _cpsnr(runner.task, x, y, runner.resizer)
+                _append(log_path, log_record(path, target, image_seed_used, seconds, cpsnr,
                                              runner.label, processes.rank, settings))
                 restored += 1
                 if bar is not None:
@@ -543,6 +543,38 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
     return {"total": len(paths), "shard": count, "skipped": len(done), "restored": restored,
             "failed": mine_failed, "report": report, "rank": processes.rank,
             "world": processes.world}
+
+
+def _restore_group(runner, group: list[Path], images: list, batch: int, seed: int, *,
+                   skip: set[str], overlap: int, **options):
+    """Restore one batch's readable images; yields ``(path, y, x, seed, seconds)`` per image
+    not in ``skip``.
+
+    A batch of the bundle's own measurement size runs as one call (an unreadable image's
+    place and the padding hold a readable one of the batch; images are independent in a
+    batch, so no other result changes), seeded by its first image. A batch with an image of
+    another size is restored image by image, by tiles, each with its own seed.
+    """
+    good = [image for image in images if image is not None]
+    whole = tuple(runner.manifest.measurement_shape[1:])
+    if all(image.shape[1:] == whole for image in good):
+        y = np.concatenate([image if image is not None else good[-1] for image in images]
+                           + [good[-1]] * (batch - len(group)))
+        batch_seed = image_seed(seed, group[0].name)
+        start = time.perf_counter()
+        x = runner.restore(y, batch_seed, overlap=overlap, **options)
+        seconds = (time.perf_counter() - start) / len(good)
+        for i, (path, image) in enumerate(zip(group, images)):
+            if path.name not in skip and image is not None:
+                yield path, y[i:i + 1], x[i:i + 1], batch_seed, seconds
+        return
+    for path, image in zip(group, images):
+        if path.name in skip or image is None:
+            continue
+        own_seed = image_seed(seed, path.name)
+        start = time.perf_counter()
+        x = runner.restore(image, own_seed, overlap=overlap, **options)
+        yield path, image, x, own_seed, time.perf_counter() - start
 
 
 def _remove_if_empty(out_dir: Path) -> None:

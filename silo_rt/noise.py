@@ -42,3 +42,9 @@ class NoiseSource:
     def step_noise(self, steps: int, latent_shape: tuple[int, ...]) -> np.ndarray:
         """Posterior noise for all steps, shape ``(steps, *latent_shape)``."""
         return self._steps.standard_normal((steps, *latent_shape), dtype=np.float32)
+
+    def step_noise_rows(self, steps: int, latent_shape: tuple[int, ...]):
+        """The rows of :meth:`step_noise` one step at a time (the same numbers: a stream
+        drawn in consecutive pieces equals one draw), so a large image holds one row."""
+        for _ in range(steps):
+            yield self._steps.standard_normal(latent_shape, dtype=np.float32)

@@ -42,11 +42,12 @@ def sample_seed(seed: int, index: int) -> int:
 def draw_samples(runner, y: np.ndarray, k: int, seed: int = 0, eta: float | None = None,
                  sigma_y: float | None = None, steps: int | None = None,
                  keep_measured: bool = False, callback=None,
-                 sampler: str = "ddpm") -> np.ndarray:
+                 sampler: str = "ddpm", overlap: int | None = None) -> np.ndarray:
     """``k`` restorations of ``y`` ``(1, 3, h, w)``: ``(k, 1, 3, H, W)`` float32 in [-1, 1].
 
     ``sampler``: ``ddpm`` or ``ddim`` (deterministic given the seed; the samples differ by
-    their starting noise only).
+    their starting noise only). ``overlap``: latent pixels shared by tiles when ``y`` is not
+    the bundle's size (None: the runner's default).
 
     ``runner`` is a :class:`~silo_rt.runtime.BundleRunner`; ``callback(done, k)`` after each
     call (one sample per call, or ``B`` for a batch-``B`` bundle).
@@ -55,11 +56,12 @@ def draw_samples(runner, y: np.ndarray, k: int, seed: int = 0, eta: float | None
         raise ValueError(f"k must be in [1, {MAX_SAMPLES}], got {k}")
     batch = runner.manifest.batch
     tiled = np.concatenate([y] * batch) if batch > 1 else y
+    tiling = {} if overlap is None else {"overlap": overlap}
     samples: list[np.ndarray] = []
     call = 0
     while len(samples) < k:
         x = runner.restore(tiled, sample_seed(seed, call), eta, sigma_y, steps=steps,
-                           keep_measured=keep_measured, sampler=sampler)
+                           keep_measured=keep_measured, sampler=sampler, **tiling)
         samples.extend(x[i:i + 1] for i in range(x.shape[0]))
         call += 1
         if callback is not None:

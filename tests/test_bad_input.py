@@ -38,6 +38,7 @@ from silo_rt.datasets import (
     read_log,
     restore_dataset,
 )
+from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
 
 FAST = ["--steps", "2", "--threads", "1"]
@@ -197,8 +198,10 @@ class FakeRunner:
         path.mkdir(exist_ok=True)
         (path / "manifest.json").write_text("{}")
 
+    degradation = get_degradation("sr4")
+
     def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False,
-                sampler="ddpm"):
+                sampler="ddpm", overlap=2):
         noise = np.random.default_rng(seed).standard_normal((y.shape[0], 3, 64, 64))
         return np.clip(y.repeat(4, -1).repeat(4, -2) + 0.2 * noise, -1, 1).astype(np.float32)
 

@@ -26,6 +26,7 @@ from silo_rt.datasets import (
     read_log,
     restore_dataset,
 )
+from silo_rt.degradations import get_degradation
 
 STEPS = ["--steps", "4", "--threads", "1"]
 
@@ -149,8 +150,10 @@ class FakeRunner:
         (path / "manifest.json").write_text("{}")
         self.calls = []
 
+    degradation = get_degradation("sr4")
+
     def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False,
-                sampler="ddpm"):
+                sampler="ddpm", overlap=2):
         assert y.shape == tuple(self.manifest.measurement_shape)
         self.calls.append(seed)
         noise = np.random.default_rng(seed).standard_normal((y.shape[0], 3, 64, 64))

@@ -1,17 +1,18 @@
-"""``silo-rt restore``: the command's options, gathered into a :class:`RestoreRequest`.
+"""``silo-rt restore``: the command's options, gathered into a
+:class:`~.restore_request.RestoreRequest`.
 
 What a request does is in :mod:`.restore_flow`; this module only declares the options.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from ..backends import AUTO, RESTORE_CHOICES
 from ..degradations import task_names
+from ..tiling import DEFAULT_OVERLAP
 from .group import cli
 from .options import (
     CFG,
@@ -29,39 +30,7 @@ from .options import (
     time_input_option,
 )
 from .restore_flow import run_restore
-
-
-@dataclass(frozen=True, kw_only=True)
-class RestoreRequest:
-    """One ``restore`` invocation: its options as click parsed and range-checked them.
-
-    The field names are the command's parameter names, so the command builds it from its
-    keywords; ``None`` means "not given" (each helper applies its documented default).
-    """
-
-    measurement: Path
-    bundle: Path | None
-    task: str | None
-    model: str | None
-    operator_path: Path | None
-    arch: str | None
-    time_input: str | None
-    backend: str
-    precision: str | None
-    threads: int | None
-    steps: int | None
-    sampler: str
-    eta: float | None
-    seed: int
-    prompt: str | None
-    cfg_scale: float | None
-    sigma_y: float | None
-    out: Path
-    compare_path: Path | None
-    reference: Path | None
-    keep_measured: bool
-    samples: int | None
-    overwrite: bool = False
+from .restore_request import RestoreRequest
 
 
 @cli.command()
@@ -129,12 +98,21 @@ class RestoreRequest:
               help="a folder of measurements: restore again the images that OUT holds from "
                    "a run with other settings (bundle, seed, steps, sampler, eta, sigma-y, "
                    "precision, keep-measured); without it such a rerun is refused")
+@click.option("--tile-overlap", type=click.IntRange(0, 1024), default=DEFAULT_OVERLAP,
+              show_default=True,
+              help="latent pixels that neighbouring tiles share and blend (x8 image pixels "
+                   "on SD-1.x); 0 lets tiles only abut")
 def restore(**params):
     """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).
 
     From a bundle (`--bundle`, ONNX Runtime, no PyTorch needed), with the PyTorch reference
     (`--model` + `--operator`), or, given neither, with the embedded 64x64 demo model
     (tasks sr4 and ip; no download, no PyTorch).
+
+    Any size and aspect: a measurement of another size than the bundle's (or operator's)
+    is restored by overlapping tiles of that size, blended after every step (gb, sr4, sr8,
+    jpeg; README: Images of any size). The tile is the operator's own size: its LayerNorms
+    and sigma map are tied to it.
 
     A folder (its .png/.jpg/.jpeg/.webp files) or a .txt list (one path a line, relative to
     the list) is restored from a bundle into the folder OUT: OUT/<stem>.png per image, written

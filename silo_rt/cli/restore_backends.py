@@ -4,7 +4,6 @@ and the refusal of options that the chosen one would ignore."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -14,7 +13,7 @@ from ..errors import SiloError
 from .progress import step_progress
 
 if TYPE_CHECKING:
-    from .restore import RestoreRequest
+    from .restore_request import RestoreRequest
 
 
 
@@ -77,16 +76,27 @@ def bundle_eta(request: RestoreRequest, runner) -> float:
 
 
 def restore_with_bundle(request: RestoreRequest, *, y):
-    """Restore ``y`` from the request's bundle; returns ``(x, backend label)``."""
+    """Restore ``y`` from the request's bundle (by tiles when it is not the bundle's size);
+    returns ``(x, backend label)``."""
     runner = open_runner(request)
-    runner.check_measurement(y)
+    tiles = runner.tiling(y, request.tile_overlap, request.steps, request.sampler)
     click.echo(f"backend: {runner.label}", err=True)
+    if tiles is not None:
+        click.echo(f"tiles: {tiles.describe()}", err=True)
     total = request.steps or runner.steps
     eta = bundle_eta(request, runner)
     x = runner.restore(y, request.seed, eta, request.sigma_y, steps=request.steps,
                        keep_measured=request.keep_measured, sampler=request.sampler,
-                       callback=step_progress(total, f"SILO {runner.task} [{runner.backend}]"))
+                       overlap=request.tile_overlap,
+                       callback=step_progress(total, progress_label(runner.task, runner.backend,
+                                                                    tiles)))
     return x, runner.label
+
+
+def progress_label(task: str, backend: str, tiles) -> str:
+    """The progress bar's label, with the tile count when tiled."""
+    count = "" if tiles is None else f", {tiles.tile_count} tiles"
+    return f"SILO {task} [{backend}{count}]"
 
 
 def restore_with_torch(request: RestoreRequest, *, y, cuda: bool):
@@ -104,25 +114,25 @@ def restore_with_torch(request: RestoreRequest, *, y, cuda: bool):
 
 
 def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
-    """The PyTorch reference path; returns ``(x, backend label, operator config)``."""
+    """The PyTorch reference path; returns ``(x, backend label, operator config)``.
+
+    A measurement of the operator's own size is restored in one piece; any other size by
+    tiles of that size (:func:`~silo_rt.reference_tiles.restore_by_tiles`), as a bundle
+    exported from the same operator would.
+    """
     import torch
 
     from ..operators import load_operator
     from ..prior import load_prior
-    from ..sampler import SamplingOptions, image_size_for
+    from ..sampler import SamplingOptions
     from ..sampler import restore as silo_restore
 
-    task = request.task
     prior = load_prior(request.model)
-    image_size = None if task is None else image_size_for(task, y)
-    operator, config = load_operator(request.operator_path, prior, task, request.arch,
-                                     image_size, request.time_input)
-    if task is None:  # the operator file said which task it imitates
-        task = config.task
-        if request.keep_measured:
-            get_degradation(task).check_imposable()
-        config.check_compatible(image_size=image_size_for(task, y),
-                                source=f"operator {Path(request.operator_path).name}")
+    operator, config = load_operator(request.operator_path, prior, request.task, request.arch,
+                                     None, request.time_input)
+    task = request.task or config.task  # the operator file says which task it imitates
+    if request.keep_measured:
+        get_degradation(task).check_imposable()
     recommended = config.recommended
     steps = recommended.get("steps", 999) if request.steps is None else request.steps
     prompt = recommended.get("prompt", "") if request.prompt is None else request.prompt
@@ -132,6 +142,9 @@ def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
                               prompt=prompt, cfg_scale=request.cfg_scale or 1.0,
                               sigma_y=sigma_y, sampler=request.sampler)
     options.validate()
+    side = config.image_size // get_degradation(task).scale
+    if y.shape[-2:] != (side, side):
+        return _sample_torch_tiles(request, prior, operator, options, config, y, cuda)
     if cuda:
         from ..torch_cuda import restore_cuda
 
@@ -140,6 +153,31 @@ def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
     x = silo_restore(prior, operator, torch.from_numpy(y), options,
                      callback=step_progress(options.steps, f"SILO {task} [torch]"))
     return x.numpy(), "torch", config
+
+
+def _sample_torch_tiles(request: RestoreRequest, prior, operator, options, config, y,
+                        cuda: bool):
+    """The reference by tiles of the operator's size (on the GPU, without a CUDA graph,
+    if ``cuda``)."""
+    from contextlib import nullcontext
+
+    from ..reference_tiles import restore_by_tiles
+
+    label = "torch-cuda (tiles)" if cuda else "torch"
+    guard = nullcontext()
+    if cuda:
+        from ..torch_cuda import exact_fp32, require_cuda
+
+        device = require_cuda()
+        for module in (prior.unet, prior.vae, prior.text_encoder, operator):
+            module.to(device)
+        guard = exact_fp32()
+    with guard:
+        x = restore_by_tiles(
+            prior, operator, y, options, config.image_size, request.tile_overlap,
+            callback=step_progress(options.steps, f"SILO {options.task} [{label}, tiles]"),
+            log=lambda line: click.echo(line, err=True))
+    return x, label, config
 
 
 def _reference_eta(request: RestoreRequest, task: str, recommended: dict, steps: int) -> float:

@@ -21,7 +21,7 @@ from .restore_folder import restore_folder
 from .restore_samples import restore_samples
 
 if TYPE_CHECKING:
-    from .restore import RestoreRequest
+    from .restore_request import RestoreRequest
 
 
 def run_restore(request: RestoreRequest) -> None:

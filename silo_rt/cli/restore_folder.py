@@ -14,7 +14,7 @@ from .progress import open_bar
 from .restore_backends import bundle_eta, open_runner, refuse_options, with_demo
 
 if TYPE_CHECKING:
-    from .restore import RestoreRequest
+    from .restore_request import RestoreRequest
 
 
 def restore_folder(request: RestoreRequest) -> None:

@@ -11,7 +11,7 @@ from .progress import open_bar
 from .restore_backends import bundle_eta, open_runner
 
 if TYPE_CHECKING:
-    from .restore import RestoreRequest
+    from .restore_request import RestoreRequest
 
 
 def restore_samples(request: RestoreRequest, *, outputs, sample_files, std_path) -> None:
@@ -26,9 +26,11 @@ def restore_samples(request: RestoreRequest, *, outputs, sample_files, std_path)
     truth = None if request.reference is None else read_image(request.reference)
     runner = open_runner(request)
     runner.check_measurement(y)
-    if truth is not None and truth.shape[-2:] != (runner.manifest.image_size,) * 2:
+    scale = runner.degradation.scale
+    height, width = y.shape[-2] * scale, y.shape[-1] * scale
+    if truth is not None and truth.shape[-2:] != (height, width):
         raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
-                        f"{runner.manifest.image_size}x{runner.manifest.image_size}")
+                        f"{width}x{height}")
     drawn = _draw(request, runner=runner, y=y)
     _write_and_report(request, runner=runner, y=y, truth=truth, drawn=drawn, outputs=outputs,
                       sample_files=sample_files, std_path=std_path)
@@ -48,7 +50,8 @@ def _draw(request: RestoreRequest, *, runner, y):
     try:
         return draw_samples(runner, y, request.samples, request.seed,
                             bundle_eta(request, runner), request.sigma_y, request.steps,
-                            request.keep_measured, advance, sampler=request.sampler)
+                            request.keep_measured, advance, sampler=request.sampler,
+                            overlap=request.tile_overlap)
     finally:
         bar.close()
 

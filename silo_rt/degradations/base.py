@@ -41,6 +41,8 @@ class Degradation:
         linear: whether ``A`` is linear (it then has :meth:`transpose`).
         imposable: whether :meth:`keep_measured` can impose the measurement exactly.
         baseline_name: what :meth:`baseline` computes, for reports.
+        tileable: whether ``A`` acts the same everywhere in the image, so an image of any
+            size can be restored by tiles (:mod:`silo_rt.tiled`).
     """
 
     name: str = ""
@@ -51,6 +53,8 @@ class Degradation:
     linear: bool = True
     imposable: bool = False
     baseline_name: str = "measurement"
+    tileable: bool = True
+    untileable_reason: str = ""
 
     def __repr__(self) -> str:
         return f"<degradation {self.name}>"
@@ -88,6 +92,12 @@ class Degradation:
             raise SiloError(
                 f"task {self.name} needs an image size divisible by {8 * self.scale}, "
                 f"got {image_size}")
+
+    def check_tileable(self, why: str) -> None:
+        """Raise :class:`SiloError` (saying ``why`` tiles were needed) unless tileable."""
+        if not self.tileable:
+            raise SiloError(f"task {self.name} cannot be restored by tiles ({why}): "
+                            f"{self.untileable_reason}")
 
     # -- numpy: imposing the measurement exactly (restore --keep-measured) -------------------
     def measured_pixels(self, image_size: int) -> np.ndarray | None:

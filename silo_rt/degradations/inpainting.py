@@ -34,6 +34,10 @@ class BoxInpainting(Degradation):
     eta = 1.0
     imposable = True
     baseline_name = "biharmonic fill"
+    tileable = False
+    untileable_reason = ("its operator was trained on one centred box of half the image; "
+                         "tiles would move and shrink the box. Restore ip at the size its "
+                         "bundle or operator was made for")
 
     def __call__(self, x):
         return x * box_mask(x.shape[-1]).to(x)

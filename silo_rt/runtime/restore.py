@@ -14,6 +14,7 @@ from ..errors import SiloError
 from ..noise import NoiseSource
 from ..resize import recorded_resizer
 from ..schedule import DEFAULT_SAMPLER, check_sampler
+from ..tiling import DEFAULT_OVERLAP
 from .ort_backend import OrtGraphs
 
 
@@ -202,22 +203,52 @@ class BundleRunner:
                           base_steps=self.steps, base_name="the bundle's eta",
                           tuning=self.tuning(), tuning_name=str(self.tuning_path))
 
+    def is_whole(self, y: np.ndarray) -> bool:
+        """Whether ``y`` is exactly the bundle's measurement batch (restored untiled)."""
+        return tuple(y.shape) == tuple(self.manifest.measurement_shape)
+
     def check_measurement(self, y: np.ndarray) -> None:
-        """Raise :class:`SiloError` if ``y`` does not have the bundle's measurement shape."""
-        expected = tuple(self.manifest.measurement_shape)
-        if tuple(y.shape) != expected:
-            m = self.manifest
-            raise SiloError(
-                f"bundle {self.path.name} is for {m.task} measurements of "
-                f"{expected[-1]}x{expected[-2]} ({m.image_size}px images, batch "
-                f"{expected[0]}); got {y.shape[-1]}x{y.shape[-2]} (batch {y.shape[0]})")
+        """Raise :class:`SiloError` unless ``y`` ``(N, 3, h, w)`` can be restored: the
+        bundle's own measurement shape, or any size and batch by tiles (tasks whose
+        degradation acts the same everywhere; not ``ip``)."""
+        if y.ndim != 4 or y.shape[1] != 3 or min(y.shape) < 1:
+            raise SiloError(f"a measurement is (N, 3, h, w) with pixels, got {list(y.shape)}")
+        if not self.is_whole(y):
+            side = self.manifest.measurement_shape[-1]
+            self.degradation.check_tileable(
+                f"bundle {self.path.name} is for {side}x{side} measurements, this one is "
+                f"{y.shape[-1]}x{y.shape[-2]}")
+
+    def tiling(self, y: np.ndarray, overlap: int = DEFAULT_OVERLAP, steps: int | None = None,
+               sampler: str = DEFAULT_SAMPLER, eta: float | None = None,
+               sigma_y: float | None = None):
+        """The :class:`~silo_rt.tiled.TiledRestoration` that restores ``y`` by tiles, or
+        None when ``y`` is the bundle's own shape (restored in one piece, as exported)."""
+        self.check_measurement(y)
+        if self.is_whole(y):
+            return None
+        from ..tiled import TiledRestoration
+        from .bundle_tiles import BundleTileModel
+
+        m = self.manifest
+        timesteps, coefficients = self.schedule(steps, sampler)
+        model = BundleTileModel(self.graphs, m, self.degradation.scale, self.context,
+                                timesteps, coefficients, m.eta if eta is None else eta,
+                                m.sigma_y if sigma_y is None else sigma_y,
+                                m.cfg_scale if m.cfg_scale > 1.0 else None)
+        return TiledRestoration(model, y, overlap)
 
     def restore(self, y: np.ndarray, seed: int = 0, eta: float | None = None,
                 sigma_y: float | None = None, callback: StepCallback | None = None,
                 steps: int | None = None, keep_measured: bool = False,
-                sampler: str = DEFAULT_SAMPLER) -> np.ndarray:
-        """Restore ``y`` ``(B, 3, h, w)`` float32 in [-1, 1]; returns ``(B, 3, H, W)``.
+                sampler: str = DEFAULT_SAMPLER, overlap: int = DEFAULT_OVERLAP,
+                log=lambda line: None) -> np.ndarray:
+        """Restore ``y`` ``(N, 3, h, w)`` float32 in [-1, 1]; returns ``(N, 3, h·s, w·s)``
+        (``s`` the task's scale).
 
+        The bundle's own measurement shape runs as exported; any other size or batch runs
+        by tiles of the bundle's size (:mod:`silo_rt.tiled`, ``overlap`` latent pixels,
+        described in one line to ``log``).
         ``eta``/``sigma_y``/``steps`` default to the values the bundle was exported with
         (a caller choosing η for another step count: :mod:`silo_rt.step_budget`);
         ``sampler``: ``ddpm`` (the paper's update) or ``ddim`` (deterministic).
@@ -228,7 +259,18 @@ class BundleRunner:
         if keep_measured:
             self.degradation.check_imposable()
         check_overrides(eta, sigma_y)
-        self.check_measurement(y)
+        tiled = self.tiling(y, overlap, steps, sampler, eta, sigma_y)
+        if tiled is None:
+            x = self._restore_whole(y, seed, eta, sigma_y, callback, steps, sampler)
+        else:
+            log(f"tiles: {tiled.describe()}")
+            timesteps, _ = self.schedule(steps, sampler)
+            x = tiled.run(NoiseSource(seed), timesteps, self.manifest.init_noise_sigma,
+                          callback)
+        return self.degradation.keep_measured(y, x) if keep_measured else x
+
+    def _restore_whole(self, y, seed, eta, sigma_y, callback, steps, sampler) -> np.ndarray:
+        """Algorithm 1 on the bundle's own shape: encode, all steps in one call, decode."""
         m = self.manifest
         noise = NoiseSource(seed)
         latent_shape = tuple(m.latent_shape)
@@ -241,5 +283,4 @@ class BundleRunner:
         z0 = self.graphs.run_steps(z, w, self.context, timesteps, coefficients, step_noise,
                                    m.eta if eta is None else eta,
                                    m.sigma_y if sigma_y is None else sigma_y, cfg, callback)
-        x = self.graphs.run("vae_decoder", z0=z0)[0]
-        return self.degradation.keep_measured(y, x) if keep_measured else x
+        return self.graphs.run("vae_decoder", z0=z0)[0]
