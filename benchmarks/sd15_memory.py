@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from silo_rt.bench.scaling import _Stages
+from silo_rt.bench.memory import Stages
 
 
 def export(bundle: str) -> dict:
@@ -28,7 +28,7 @@ def export(bundle: str) -> dict:
     from silo_rt.prior import load_prior
     from silo_rt.sampler import SamplingOptions
 
-    stages = _Stages()
+    stages = Stages()
     stages.mark("interpreter + imports")
     prior = load_prior("sd15-random")
     config = OperatorConfig.for_prior(prior, "cnn", "sr8")
@@ -52,7 +52,7 @@ def export(bundle: str) -> dict:
 def restore(bundle: str, backend: str, steps: int) -> dict:
     from silo_rt.runtime import BundleRunner
 
-    stages = _Stages()
+    stages = Stages()
     stages.mark("interpreter + imports")
     runner = BundleRunner(bundle, backend=backend, threads=2, verify=False)
     stages.mark("manifest")
@@ -75,7 +75,7 @@ def torch_restore(steps: int) -> dict:
     from silo_rt.sampler import restore as silo_restore
 
     torch.set_num_threads(2)
-    stages = _Stages()
+    stages = Stages()
     stages.mark("interpreter + imports")
     prior = load_prior("sd15-random")
     operator = build_operator(OperatorConfig.for_prior(prior, "cnn", "sr8"))

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from silo_rt.bench.report import SCHEMA, render_markdown, render_table, validate
-from silo_rt.bench.runner import _derive
+from silo_rt.bench.report import SCHEMA, derive_ratios, render_markdown, render_table, validate
 from silo_rt.bench.timing import summarize
 from silo_rt.cli import main
 
@@ -28,7 +27,7 @@ def test_derived_ratios():
         "baselines": [{"method": "ldps", "median_ms": 60.0}],
         "floor": {"floor_step_ms": 1.0},
     }
-    _derive(result)
+    derive_ratios(result)
     ort = result["measurements"][1]
     assert ort["speedup_vs_torch"] == pytest.approx(3.0)
     assert ort["achieved_fraction"] == pytest.approx(0.1)
@@ -56,7 +55,7 @@ def test_paired_speedup_is_the_median_of_round_ratios():
         ],
         "baselines": [], "floor": {"floor_step_ms": 1.0},
     }
-    _derive(result)
+    derive_ratios(result)
     assert result["measurements"][1]["paired_speedup_vs_torch"] == pytest.approx(2.0)
     rest = result["restorations"][1]
     assert rest["speedup_vs_torch"] == pytest.approx(1.25)  # 5.0 / 4.0, medians
@@ -93,14 +92,14 @@ def test_validate_rejects_foreign_json():
 
 def test_a_failing_backend_is_reported_and_the_others_still_run(tmp_path, monkeypatch, capsys):
     """ort made to fail on the tiny prior: torch is still timed, the JSON and table say why."""
-    from silo_rt.bench import runner
+    from silo_rt.bench import timers
     from silo_rt.bench.report import all_failed
     from silo_rt.errors import SiloError
 
-    def broken(backend, shared):
+    def broken(backend, work, out):
         raise SiloError("TensorRT cannot load step.plan: TensorRT says invalid")
 
-    monkeypatch.setattr(runner, "_time_bundle", broken)
+    monkeypatch.setitem(timers.TIMERS, "ort", broken)
     out = tmp_path / "bench.json"
     main(["bench", "--model", "tiny", "--task", "ip", "--backends", "torch,ort", "--reps", "2",
           "--warmup", "0", "--no-restoration", "--baselines", "none", "--json", str(out)])
@@ -115,24 +114,24 @@ def test_a_failing_backend_is_reported_and_the_others_still_run(tmp_path, monkey
 
 
 def test_a_call_failing_mid_timing_is_dropped_from_the_rounds():
-    from silo_rt.bench.runner import _interleaved
+    from silo_rt.bench.timing import interleaved
 
     calls = {"fine": lambda: 1, "flaky": lambda: 1 / 0}
     failed = {}
-    timed = _interleaved(calls, 0, 3, settle=False, failed=failed)
+    timed = interleaved(calls, 0, 3, settle=False, failed=failed)
     assert set(timed) == {"fine"} and timed["fine"]["reps"] == 3
     assert failed == {"flaky": "ZeroDivisionError: division by zero"}
 
 
 def test_bench_exits_1_when_every_backend_failed(tmp_path, monkeypatch, capsys):
     """The report is still written, and the exit status says nothing was measured."""
-    from silo_rt.bench import runner
+    from silo_rt.bench import timers
     from silo_rt.errors import SiloError
 
-    def broken(backend, shared):
+    def broken(backend, work, out):
         raise SiloError("no ONNX Runtime here")
 
-    monkeypatch.setattr(runner, "_time_bundle", broken)
+    monkeypatch.setitem(timers.TIMERS, "ort", broken)
     out = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--model", "tiny", "--task", "ip", "--backends", "ort", "--reps", "2",
@@ -246,7 +245,7 @@ def test_one_registry_of_backend_names():
     import click
 
     from silo_rt.backends import BACKENDS, RESTORE_CHOICES, check_backends, names
-    from silo_rt.bench.runner import BenchConfig
+    from silo_rt.bench import BenchConfig
     from silo_rt.cli import cli
     from silo_rt.errors import SiloError
     from silo_rt.runtime import BundleRunner
@@ -275,7 +274,7 @@ def test_every_bundle_backend_follows_the_protocol():
     from silo_rt.demo import demo_bundle
     from silo_rt.runtime import BundleRunner
     from silo_rt.runtime.openvino_backend import OpenVinoGraphs
-    from silo_rt.runtime.tensorrt_backend import TrtGraphs
+    from silo_rt.runtime.tensorrt.backend import TrtGraphs
 
     runner = BundleRunner(demo_bundle("sr4"), backend="ort", threads=1)
     assert isinstance(runner.graphs, GraphBackend)
@@ -319,8 +318,8 @@ def test_trt_fp16_times_an_fp16_bundle_cached_under_its_own_name(tmp_path, monke
     from types import SimpleNamespace
 
     import silo_rt.export as export
-    from silo_rt.bench import runner
-    from silo_rt.bench.runner import BenchConfig, _bundle, _time_bundle
+    from silo_rt.bench import BenchConfig
+    from silo_rt.bench.timers import time_bundle
 
     exported = []
     monkeypatch.setattr(export, "export_bundle", lambda prior, op, cfg, options, path, **kw:
@@ -328,8 +327,8 @@ def test_trt_fp16_times_an_fp16_bundle_cached_under_its_own_name(tmp_path, monke
     prior = SimpleNamespace(fingerprint=lambda: "p")
     op_config = SimpleNamespace(to_json=lambda: "{}")
     config = BenchConfig(model="tiny", task="sr4", steps=4, cache=tmp_path)
-    _bundle(prior, None, op_config, config, 64, precision="fp16")
-    _bundle(prior, None, op_config, config, 64)
+    config.bundle_for(prior, None, op_config, 64, precision="fp16")
+    config.bundle_for(prior, None, op_config, 64)
     assert exported == [("bench-tiny-cnn-sr4-64px-4st-fp16", "fp16"),
                         ("bench-tiny-cnn-sr4-64px-4st", "fp32")]
     asked = []
@@ -338,12 +337,12 @@ def test_trt_fp16_times_an_fp16_bundle_cached_under_its_own_name(tmp_path, monke
         asked.append(precision)
         raise RuntimeError("stop after the export")
 
-    monkeypatch.setattr(runner, "_bundle", stop)
-    shared = SimpleNamespace(config=config, prior=prior, operator=None, op_config=op_config,
-                             image_size=64)
+    monkeypatch.setattr(BenchConfig, "bundle_for", stop)
+    work = SimpleNamespace(config=config, prior=prior, operator=None, op_config=op_config,
+                           image_size=64)
     for backend in ("trt-fp16", "trt-fp32", "ort", "openvino-bf16"):
         with pytest.raises(RuntimeError, match="stop"):
-            _time_bundle(backend, shared)
+            time_bundle(backend, work, None)
     assert asked == ["fp16", "fp32", "fp32", "fp32"]
 
 
@@ -359,7 +358,7 @@ def test_gpu_backends_are_held_to_the_floor_of_their_own_precision():
         "floor": {"floor_step_ms": 1.0, "gpu_floor_step_ms_fp32": 2.0,
                   "gpu_floor_step_ms_fp16": 0.25},
     }
-    _derive(result)
+    derive_ratios(result)
     fractions = [m["achieved_fraction"] for m in result["measurements"]]
     assert fractions == pytest.approx([0.5, 0.25, 0.25, 0.1])
 
@@ -372,7 +371,7 @@ def test_gpu_memory_goes_back_before_the_next_backend(monkeypatch):
     import torch
 
     import silo_rt.torch_cuda as torch_cuda
-    from silo_rt.bench import runner
+    from silo_rt.bench import timers
 
     emptied = []
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
@@ -382,10 +381,10 @@ def test_gpu_memory_goes_back_before_the_next_backend(monkeypatch):
     def fail(*args):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(runner, "_time_cuda_loop", fail)
+    monkeypatch.setattr(timers, "_time_cuda_loop", fail)
     moved = []
     module = SimpleNamespace(to=moved.append)
     prior = SimpleNamespace(unet=module, vae=module, text_encoder=module)
     with pytest.raises(RuntimeError, match="out of memory"):
-        runner._time_torch_cuda("torch-cuda", prior, module, None, (), None, None, None)
+        timers.time_torch_cuda("torch-cuda", SimpleNamespace(prior=prior, operator=module), None)
     assert emptied == [True] and moved[-4:] == ["cpu"] * 4

@@ -1,4 +1,5 @@
-"""Rendering bench results: terminal table, Markdown, JSON schema, PNG bar chart.
+"""Bench results: the JSON schema, the ratios derived from the timings, and their rendering
+(terminal table, Markdown, PNG bar chart).
 
 JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
 
@@ -48,7 +49,10 @@ JSON schema ``silo-rt-bench/1`` (all times in ms unless the key says ``_s``)::
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+
+from ..backends import GPU_BACKENDS, runner_backend
 
 SCHEMA = "silo-rt-bench/1"
 REQUIRED_KEYS = {"schema", "created", "machine", "versions", "config", "export_s",
@@ -72,6 +76,57 @@ def validate(result: dict) -> None:
     failed = result.get("failed", {})
     if not isinstance(failed, dict) or not all(isinstance(v, str) for v in failed.values()):
         raise ValueError("failed must map backend names to error lines")
+
+
+def gpu_precision(backend: str) -> str:
+    """The arithmetic a GPU backend's step runs in: ``fp16`` for ``trt-fp16``, else ``fp32``
+    (TF32 off: the PyTorch-CUDA backends under :func:`~silo_rt.torch_cuda.exact_fp32`,
+    TensorRT fp32 with ``BuilderFlag.TF32`` cleared). Its floor is that precision's
+    measured matmul rate, not the fp16 tensor-core rate for all."""
+    return "fp16" if runner_backend(backend)[1] == "fp16" else "fp32"
+
+
+def derive_ratios(result: dict) -> None:
+    """Add the ratios quoted in reports to ``result`` in place: ``achieved_fraction`` of each
+    step, ``speedup_vs_torch`` (and ``paired_speedup_vs_torch``) of each measurement and
+    restoration, ``silo_time_ratio`` of each baseline (schema above)."""
+    by = {(m["backend"], m["measure"]): m for m in result["measurements"]}
+    floor = result["floor"]
+    for m in result["measurements"]:
+        if m["measure"] == "step":
+            gpu_floor = f"gpu_floor_step_ms_{gpu_precision(m['backend'])}"
+            on_gpu = m["backend"] in GPU_BACKENDS and gpu_floor in floor
+            m["achieved_fraction"] = (floor[gpu_floor if on_gpu else "floor_step_ms"]
+                                      / m["median_ms"])
+        ref = by.get(("torch", m["measure"]))
+        if ref is not None:
+            m["speedup_vs_torch"] = ref["median_ms"] / m["median_ms"]
+            paired = paired_speedup(ref.get("samples_ms"), m.get("samples_ms"))
+            if paired is not None:
+                m["paired_speedup_vs_torch"] = paired
+    rest = {r["backend"]: r for r in result["restorations"]}
+    for r in result["restorations"]:
+        if "torch" in rest:
+            r["speedup_vs_torch"] = rest["torch"]["total_s"] / r["total_s"]
+            paired = paired_speedup(rest["torch"].get("samples_s"), r.get("samples_s"))
+            if paired is not None:
+                r["paired_speedup_vs_torch"] = paired
+    silo = by.get(("torch", "step"))
+    for b in result["baselines"]:
+        if silo is not None:
+            b["silo_time_ratio"] = silo["median_ms"] / b["median_ms"]
+
+
+def paired_speedup(reference, samples) -> float | None:
+    """Median over rounds of ``reference_i / samples_i`` (interleaved samples only).
+
+    Each round timed both backends back to back, so a slow spell of the machine scales
+    both sides of a pair; the median of the pair ratios is steadier than the ratio of the
+    two medians when the machine's speed drifts during the run.
+    """
+    if not reference or not samples or len(reference) != len(samples):
+        return None
+    return statistics.median(a / b for a, b in zip(reference, samples))
 
 
 def all_failed(result: dict) -> bool:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 
+from ..errors import error_summary
+
 
 def summarize(samples_s: list[float]) -> dict:
     """Median, p90, min and count of latencies given in seconds, reported in ms."""
@@ -29,6 +31,43 @@ def time_calls(fn: Callable[[], object], warmup: int, reps: int) -> dict:
         fn()
         samples.append(time.perf_counter() - start)
     return summarize(samples)
+
+
+def interleaved(calls: dict, warmup: int, reps: int, settle: bool = True,
+                failed: dict | None = None) -> dict:
+    """Time each callable ``reps`` times, round-robin, so machine noise hits all alike.
+
+    Returns ``{name: summarize(...) + samples_ms + output}`` (``output``: the last call's
+    return value). Each result keeps its ``samples_ms`` in round order, so rep ``i`` of two
+    backends ran back to back and their ratio is a paired measurement.
+
+    With ``settle``, each timed call follows an untimed one of the same backend: ONNX
+    Runtime's worker threads spin for a while after a run, which would otherwise slow the
+    next backend's short call.
+
+    A callable that raises is dropped from the rounds and its error goes to ``failed`` as
+    one line (without ``failed`` the exception propagates).
+    """
+    samples = {name: [] for name in calls}
+    last, active = {}, dict(calls)
+    for rep in range(warmup + reps):
+        for name, call in list(active.items()):
+            try:
+                if settle:
+                    call()
+                start = time.perf_counter()
+                last[name] = call()
+            except Exception as exc:
+                if failed is None:
+                    raise
+                failed[name] = error_summary(exc)
+                del active[name], samples[name]
+                continue
+            if rep >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return {name: {**summarize(values), "samples_ms": [v * 1e3 for v in values],
+                   "output": last.get(name)}
+            for name, values in samples.items()}
 
 
 def peak_rss_mib() -> float:
