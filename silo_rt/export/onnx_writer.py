@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SiloError
-from .attention import export_attention
+from .attention import DEFAULT_CHUNK, export_attention
 from .decompositions import gradient_decompositions, recompute_layer_norm_statistics
 
 OPSET = 18
@@ -75,8 +75,10 @@ def export_forward(module: torch.nn.Module, inputs, path: Path) -> list[Path]:
         return _export(module, inputs, module.input_names, module.output_names, path)
 
 
-def trace_step(step: torch.nn.Module, inputs) -> torch.fx.GraphModule:
-    """Trace a :class:`~silo_rt.step.GuidedStep` (frozen weights) to forward-only ATen ops."""
+def trace_step(step: torch.nn.Module, inputs, attention: str = "keep",
+               chunk: int = DEFAULT_CHUNK) -> torch.fx.GraphModule:
+    """Trace a :class:`~silo_rt.step.GuidedStep` (frozen weights) to forward-only ATen ops;
+    ``attention``/``chunk``: how attention's backward is written (:mod:`.attention`)."""
     from torch.func import functionalize
     from torch.fx.experimental.proxy_tensor import make_fx
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -90,10 +92,17 @@ def trace_step(step: torch.nn.Module, inputs) -> torch.fx.GraphModule:
     # Fake tensors: the trace computes no activations (a real trace of the sd15 step at
     # 512 px peaked at 18.7 GiB, this one at ~5). The weights, real tensors the step closes
     # over, become the graph's constants by reference.
-    with sdpa_kernel([SDPBackend.MATH]), export_attention(step):
-        graph = make_fx(functionalize(step_fn, remove="mutations"),
-                        decomposition_table=gradient_decompositions(), tracing_mode="fake",
-                        _allow_non_fake_inputs=True)(*inputs)
+    def trace(fn):
+        return make_fx(fn, decomposition_table=gradient_decompositions(), tracing_mode="fake",
+                       _allow_non_fake_inputs=True)(*inputs)
+
+    with sdpa_kernel([SDPBackend.MATH]), export_attention(step, attention, chunk):
+        if attention == "recompute":
+            # functionalize has no rule for the autograd.Function that recomputes
+            # attention: trace with it first, then functionalize the plain-op graph.
+            graph = trace(functionalize(trace(step_fn), remove="mutations"))
+        else:
+            graph = trace(functionalize(step_fn, remove="mutations"))
     leftovers = {str(n.target) for n in graph.graph.nodes
                  if n.op == "call_function" and "backward" in str(n.target)}
     if leftovers:
@@ -103,9 +112,11 @@ def trace_step(step: torch.nn.Module, inputs) -> torch.fx.GraphModule:
 
 
 def export_step(step: torch.nn.Module, inputs, input_names, output_names,
-                path: Path) -> list[Path]:
-    """Trace the guided step and write it as one ONNX graph."""
-    return _export(trace_step(step, inputs), inputs, input_names, output_names, path)
+                path: Path, attention: str = "keep", chunk: int = DEFAULT_CHUNK) -> list[Path]:
+    """Trace the guided step (``attention``: see :func:`trace_step`) and write it as one ONNX
+    graph."""
+    return _export(trace_step(step, inputs, attention, chunk), inputs, input_names,
+                   output_names, path)
 
 
 def check_graph(path: Path) -> None:
