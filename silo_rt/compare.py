@@ -24,7 +24,8 @@ def _panel(image, side: int):
     return picture.resize((side, side), Image.NEAREST)
 
 
-def _font():
+def caption_font():
+    """Pillow's default font at 14 px (its fixed bitmap font before Pillow 10.1)."""
     from PIL import ImageFont
 
     try:
@@ -57,7 +58,7 @@ def write_comparison(path: str | Path, measurement: np.ndarray, restoration: np.
     gap = 4
     canvas = Image.new("RGB", (len(panels) * (panel_side + gap) - gap,
                                panel_side + CAPTION_HEIGHT), "white")
-    draw, font = ImageDraw.Draw(canvas), _font()
+    draw, font = ImageDraw.Draw(canvas), caption_font()
     for i, (image, caption) in enumerate(panels):
         left = i * (panel_side + gap)
         canvas.paste(_panel(image, panel_side), (left, 0))

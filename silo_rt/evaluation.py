@@ -132,7 +132,8 @@ def _perceptual(truths, outputs_by_method, metrics_weights) -> dict:
         return {"unavailable": f"FID/KID: {exc.name} is not installed"}
 
 
-def _metrics(image, truth):
+def image_metrics(image: np.ndarray, truth: np.ndarray) -> dict:
+    """PSNR, SSIM and sharpness of ``image`` against ``truth`` (``(1, 3, H, W)``, [-1, 1])."""
     return {"psnr": psnr(image, truth), "ssim": ssim(image, truth),
             "sharpness": sharpness(image, truth)}
 
@@ -217,18 +218,18 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
         simple = degradation.baseline(y, size)
         cpsnr = consistency_psnr(task, restored, y, resizer)
         row = {"image": path.name,
-               "silo": {**_metrics(restored, x), "seconds": seconds, "cpsnr": cpsnr},
-               "baseline": _metrics(simple, x), "silo_cpsnr": cpsnr}
+               "silo": {**image_metrics(restored, x), "seconds": seconds, "cpsnr": cpsnr},
+               "baseline": image_metrics(simple, x), "silo_cpsnr": cpsnr}
         pictures = [y, simple, restored]
         if degradation.imposable:  # also report restore --keep-measured
             kept = degradation.keep_measured(y, restored)
-            row["silo_keep_measured"] = _metrics(kept, x)
+            row["silo_keep_measured"] = image_metrics(kept, x)
             pictures.append(kept)
         for method, restore_with in restorers.items():
             start = time.perf_counter()
             other, extra = restore_with(y)
             other = np.clip(other, -1, 1).astype(np.float32)
-            row[method] = {**_metrics(other, x), "seconds": time.perf_counter() - start,
+            row[method] = {**image_metrics(other, x), "seconds": time.perf_counter() - start,
                            "cpsnr": consistency_psnr(task, other, y, resizer), **extra}
             pictures.append(other)
             outputs_by_method.setdefault(method, []).append(other)

@@ -100,7 +100,7 @@ def heatmap_picture(std: np.ndarray, min_side: int = 256, vmax: float | None = N
     vertical scale bar to its right labelled 0 … ``vmax`` (std in [-1, 1] units)."""
     from PIL import Image, ImageDraw
 
-    from .compare import _font
+    from .compare import caption_font
 
     std = np.asarray(std, np.float64)
     top = float(std.max()) if vmax is None else float(vmax)
@@ -116,7 +116,7 @@ def heatmap_picture(std: np.ndarray, min_side: int = 256, vmax: float | None = N
     bar = np.repeat(ramp[:, None, :], bar_width, axis=1)
     left = image.width + gap
     canvas.paste(Image.fromarray(bar), (left, 0))
-    draw, font = ImageDraw.Draw(canvas), _font()
+    draw, font = ImageDraw.Draw(canvas), caption_font()
     draw.text((left + bar_width + 4, 0), f"{top:.3f}", fill="black", font=font)
     draw.text((left + bar_width + 4, image.height // 2 - 8), "std", fill="black", font=font)
     draw.text((left + bar_width + 4, image.height - 16), "0", fill="black", font=font)

@@ -27,7 +27,7 @@ import numpy as np
 
 from silo_rt.degradations import get_degradation, make_measurement
 from silo_rt.demo import demo_bundle
-from silo_rt.evaluation import _metrics, quantise
+from silo_rt.evaluation import image_metrics, quantise
 from silo_rt.images import atomic_write, read_image, to_uint8
 from silo_rt.posterior import draw_samples, heatmap, summarise
 from silo_rt.runtime import BundleRunner
@@ -63,9 +63,10 @@ def measure_task(task: str, paths: list[Path], steps: int, threads: int, log) ->
         y = quantise(make_measurement(x, task, sigma_y, index, resizer))
         samples = draw_samples(runner, y, max(KS), seed=0, steps=steps)
         kept = np.stack([get_degradation(task, resizer).keep_measured(y, s) for s in samples])
-        row = {"image": path.name, "baseline": _metrics(get_degradation(task).baseline(y, size), x)}
+        baseline = get_degradation(task).baseline(y, size)
+        row = {"image": path.name, "baseline": image_metrics(baseline, x)}
         for name, drawn in (("silo", samples), ("silo_keep_measured", kept)):
-            row[name] = {str(k): _metrics(summarise(drawn[:k])[0], x) for k in KS}
+            row[name] = {str(k): image_metrics(summarise(drawn[:k])[0], x) for k in KS}
             mean, std = summarise(drawn)
             error = np.abs(mean - x).mean(axis=1)
             row[f"{name}_std_error_correlation"] = pearson(std, error)

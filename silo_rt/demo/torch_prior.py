@@ -153,7 +153,7 @@ def rebuild_demo(task: str = "sr4"):
     """``(prior, operator, operator config)`` of the embedded demo for ``task``, in PyTorch
     (frozen, float32, the bundle's fp16-rounded weights)."""
     from ..bundle_format import load_manifest
-    from ..export.bundle import ExportOptions, _example_inputs
+    from ..export.bundle import ExportOptions, example_inputs
     from ..export.graphs import STEP_OUTPUT_NAMES, step_input_names
     from ..export.onnx_writer import export_forward, export_step
     from ..latents import LatentDecoder, MeasurementEncoder
@@ -173,7 +173,7 @@ def rebuild_demo(task: str = "sr4"):
             param.data.copy_(torch.randn(param.shape, generator=unique))
     options = ExportOptions(SamplingOptions(task, steps=1), manifest.image_size)
     context = torch.from_numpy(np.load(bundle / manifest.context.file))
-    example = _example_inputs(prior, options, context)
+    example = example_inputs(prior, options, context)
     names = step_input_names(False)
     step = GuidedStep(prior, operator)
     encoder = MeasurementEncoder(prior, task, manifest.image_size)

@@ -89,8 +89,10 @@ def _check_steps(prior, steps: int) -> None:
                         f"steps), got {steps}")
 
 
-def _example_inputs(prior, options: ExportOptions, context: torch.Tensor):
-    """Representative tensors (any values work: shapes are what is traced)."""
+def example_inputs(prior, options: ExportOptions, context: torch.Tensor):
+    """``{graph input name: tensor}``, one representative value of every exported graph's
+    inputs at ``options``' image size and batch (seeded; any values work: the shapes are what
+    is traced)."""
     spec = get_degradation(options.sampling.task)
     b = options.batch
     latent = prior.latent_shape(options.image_size, b)
@@ -177,7 +179,7 @@ def _write_bundle(prior, operator, op_config, options: ExportOptions, folder: Pa
                   fingerprint: str, on_stage, log) -> Manifest:
     sampling = options.sampling
     context = prior.encode_prompt(sampling.prompt, sampling.cfg_scale)
-    example = _example_inputs(prior, options, context)
+    example = example_inputs(prior, options, context)
     draft = BundleDraft(folder, example, options.weights, options.check_tensorrt,
                         on_stage or (lambda stage, seconds: None), log or (lambda line: None))
     run_passes(draft, export_passes(prior, operator, options))
