@@ -93,3 +93,30 @@ def test_importing_the_registry_needs_no_torch():
             "d.get_degradation('ip').keep_measured(*[__import__('numpy').zeros((1,3,8,8))]*2); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_resizer_goes_to_the_factories_that_take_one_and_errors_are_not_swallowed(
+        monkeypatch):
+    """A factory's own TypeError propagates (no retry without the resizer), and a factory
+    without a ``resizer`` parameter is never offered one."""
+    from silo_rt.degradations import registry
+
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    monkeypatch.setattr(registry, "_TAKES_RESIZER", set(registry._TAKES_RESIZER))
+    calls = []
+
+    @registry.register("test-broken")
+    def broken(resizer="dps"):
+        calls.append(resizer)
+        raise TypeError("a bug inside the factory")
+
+    @registry.register("test-plain")
+    def plain():
+        calls.append("plain")
+        return "plain instance"
+
+    with pytest.raises(TypeError, match="a bug inside the factory"):
+        get_degradation("test-broken", resizer="torch-bicubic")
+    assert get_degradation("test-plain", resizer="torch-bicubic") == "plain instance"
+    assert calls == ["torch-bicubic", "plain"]
+    assert get_degradation("sr8", resizer="torch-bicubic").resizer == "torch-bicubic"

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from ..errors import SiloError
 from ..resize import DEFAULT_RESIZER
 
 _FACTORIES: dict[str, Callable] = {}
+_TAKES_RESIZER: set[str] = set()  # the tasks whose factory has a ``resizer`` parameter
 
 
 def register(name: str):
-    """Class or factory decorator: ``@register("gb")``. A factory takes ``resizer=``."""
+    """Class or factory decorator: ``@register("gb")``. A factory called with no argument
+    gives the task's default instance; one with a ``resizer`` parameter (the SR tasks) is
+    given the resizer :func:`get_degradation` was asked for."""
     def add(factory):
         if name in _FACTORIES:
             raise ValueError(f"degradation {name!r} registered twice")
         _FACTORIES[name] = factory
+        if "resizer" in inspect.signature(factory).parameters:
+            _TAKES_RESIZER.add(name)
         return factory
     return add
 
@@ -33,10 +39,7 @@ def get_degradation(name: str, resizer: str = DEFAULT_RESIZER):
     except (KeyError, TypeError):
         raise SiloError(f"unknown task {name!r}; choose one of: {', '.join(_FACTORIES)}") \
             from None
-    try:
-        return factory(resizer=resizer)
-    except TypeError:  # a class whose constructor takes no resizer
-        return factory()
+    return factory(resizer=resizer) if name in _TAKES_RESIZER else factory()
 
 
 def all_degradations() -> list:
