@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SiloError
-from .images import _first_line, atomic_write, check_header, check_outputs, read_image, write_image
+from .errors import SiloError, first_line
+from .images import atomic_write, check_header, check_outputs, read_image, write_image
 from .tiling import DEFAULT_OVERLAP
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -254,7 +254,7 @@ class Processes:
                 self.state.wait_for_everyone()
             except Exception as exc:  # torch.distributed raises several types
                 raise SiloError(f"process {self.rank + 1} of {self.world}: another process "
-                                f"stopped (see its error above): {_first_line(exc)}") from None
+                                f"stopped (see its error above): {first_line(exc)}") from None
 
 
 LAUNCHER_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -289,7 +289,7 @@ def current_processes() -> Processes:
     try:
         state = PartialState(cpu=not torch.cuda.is_available())
     except (ValueError, RuntimeError) as exc:
-        raise SiloError(f"cannot join the {world} launched processes ({_first_line(exc)}); "
+        raise SiloError(f"cannot join the {world} launched processes ({first_line(exc)}); "
                         f"{LAUNCHER_HINT}") from None
     return Processes(state.process_index, state.num_processes, state)
 
@@ -339,7 +339,7 @@ def check_inputs(paths: list[Path], measurement_shape: tuple[int, ...],
             failures[path.name] = str(exc)
             continue
         except Exception as exc:  # Pillow raises many types for a malformed file
-            failures[path.name] = f"cannot read measurement {path}: {_first_line(exc)}"
+            failures[path.name] = f"cannot read measurement {path}: {first_line(exc)}"
             continue
         if size != (width, height) and not any_size:
             failures[path.name] = (f"measurement {path} is {size[0]}x{size[1]}; the bundle "

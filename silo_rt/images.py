@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SiloError
+from .errors import SiloError, first_line
 
 MAX_PIXELS = 64 * 1024 * 1024
 """Largest image read (64 MP); a larger header is refused before any pixel is decoded."""
@@ -43,7 +43,7 @@ def _opened(path: Path, what: str):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise SiloError(f"{what} {path} is too large (more than {MAX_PIXELS} pixels)") from None
     except Exception as exc:  # Pillow raises many types for a malformed file
-        raise SiloError(f"cannot read {what} {path}: {_first_line(exc)}") from None
+        raise SiloError(f"cannot read {what} {path}: {first_line(exc)}") from None
 
 
 def decode_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
@@ -62,11 +62,6 @@ def check_header(path: str | os.PathLike, what: str = "image") -> None:
     """Open ``path``'s header only: refuse a non-image or one over :data:`MAX_PIXELS`."""
     with _opened(Path(path), what):
         pass
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_pixels(path: Path, size: tuple[int, int], what: str) -> None:

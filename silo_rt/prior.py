@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import SiloError
+from .errors import SiloError, first_line
 
 RANDOM_PRIORS = ("tiny", "small", "sd15-random")
 RANDOM_SEED = 0
@@ -254,8 +254,7 @@ def load_pretrained_prior(name_or_path: str) -> LatentPrior:
         tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder="tokenizer")
         scheduler = DDPMScheduler.from_pretrained(name_or_path, subfolder="scheduler")
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SiloError(f"cannot load model {name_or_path!r}: {first}") from None
+        raise SiloError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from None
     return LatentPrior(str(name_or_path), unet, vae, text_encoder, tokenizer,
                        scheduler).freeze()
 

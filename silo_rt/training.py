@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .degradations import get_degradation
-from .errors import SiloError
+from .errors import SiloError, first_line
 from .latents import MeasurementEncoder
 from .operators import OperatorConfig, UpBlockFeatureTap, build_operator, save_operator
 from .resize import DEFAULT_RESIZER, check_resizer
@@ -196,14 +196,12 @@ def load_training_state(accelerator, state_dir: Path) -> None:
     """``accelerator.load_state(state_dir)``; a damaged or foreign state is one line."""
     import pickle
 
-    from .images import _first_line
-
     try:
         accelerator.load_state(str(state_dir))
     except (OSError, RuntimeError, ValueError, KeyError, EOFError,
             pickle.UnpicklingError) as exc:
         raise SiloError(f"cannot resume from {state_dir} (damaged, or saved by another "
-                        f"configuration): {_first_line(exc)}") from None
+                        f"configuration): {first_line(exc)}") from None
 
 
 def _kept_log_lines(path: Path, last_step: int) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..degradations import get_degradation
-from ..errors import SiloError
+from ..errors import SiloError, first_line
 from ..resize import DEFAULT_RESIZER, check_resizer, recorded_resizer
 from .readout import TIME_INPUTS
 
@@ -359,6 +359,6 @@ def load_operator(path: str | Path, prior=None, task: str | None = None,
     try:
         operator.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise SiloError(f"{path} does not match a {config.arch} operator: {first}") from None
+        raise SiloError(f"{path} does not match a {config.arch} operator: "
+                        f"{first_line(exc)}") from None
     return operator.eval().requires_grad_(False), config
