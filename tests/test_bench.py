@@ -388,3 +388,33 @@ def test_gpu_memory_goes_back_before_the_next_backend(monkeypatch):
     with pytest.raises(RuntimeError, match="out of memory"):
         timers.time_torch_cuda("torch-cuda", SimpleNamespace(prior=prior, operator=module), None)
     assert emptied == [True] and moved[-4:] == ["cpu"] * 4
+
+
+def test_the_bench_bundle_is_reused_only_for_the_same_prior_and_operator(tmp_path,
+                                                                         monkeypatch):
+    from types import SimpleNamespace
+
+    import silo_rt.bundle_format as bundle_format
+    import silo_rt.export as export
+    from silo_rt.bench.subject import Subject
+
+    exported = []
+
+    def fake_export(prior, op, cfg, options, path, **kw):
+        path.mkdir(parents=True, exist_ok=True)
+        exported.append((path.name, options.precision))
+
+    monkeypatch.setattr(export, "export_bundle", fake_export)
+    monkeypatch.setattr(bundle_format, "load_manifest", lambda path, verify: SimpleNamespace(
+        prior={"fingerprint": "p"}, operator={"a": 1}, graphs={"step": {}}))
+    subject = Subject("tiny", "sr4", steps=4, cache=tmp_path)
+    prior = SimpleNamespace(fingerprint=lambda: "p")
+    same, other = (SimpleNamespace(to_json=lambda v=v: f'{{"a": {v}}}') for v in (1, 2))
+    path, seconds = subject.bundle(prior, None, same, 64)
+    assert path == tmp_path / "bench-tiny-cnn-sr4-64px-4st" and seconds is not None
+    assert subject.bundle(prior, None, same, 64) == (path, None)  # cached
+    assert subject.bundle(prior, None, other, 64)[1] is not None  # another operator
+    assert subject.bundle(SimpleNamespace(fingerprint=lambda: "q"), None, same, 64)[1] is not None
+    for _ in range(2):  # the cached fp16 folder's manifest has no step_fp16: exported again
+        assert subject.bundle(prior, None, same, 64, precision="fp16")[1] is not None
+    assert len(exported) == 5 and exported[-1] == ("bench-tiny-cnn-sr4-64px-4st-fp16", "fp16")
