@@ -90,3 +90,27 @@ def uses_resizer(task: str) -> bool:
     from ..degradations import get_degradation
 
     return hasattr(get_degradation(task), "resizer")
+
+
+class ImageSize(click.ParamType):
+    """``N`` (the longer side, aspect kept) or ``WxH``, each side in [8, 8192]; converts to
+    ``(kind, width, height)`` with kind ``longer`` or ``exact``."""
+
+    name = "N|WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).lower().strip()
+        try:
+            parts = [int(p) for p in text.split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2) or not all(8 <= p <= 8192 for p in parts):
+            self.fail(f"{value!r} is not N or WxH with sides in [8, 8192]", param, ctx)
+        if len(parts) == 1:
+            return ("longer", parts[0], parts[0])
+        return ("exact", parts[0], parts[1])
+
+
+RESIZE_TO = ImageSize()

@@ -99,6 +99,13 @@ class Degradation:
             raise SiloError(f"task {self.name} cannot be restored by tiles ({why}): "
                             f"{self.untileable_reason}")
 
+    def check_measurable(self, height: int, width: int) -> None:
+        """Raise :class:`SiloError` unless an image of ``height × width`` (any aspect) can be
+        degraded: both sides divisible by :attr:`scale`."""
+        if height % self.scale or width % self.scale:
+            raise SiloError(f"task {self.name} needs image sides divisible by {self.scale}, "
+                            f"got {width}x{height}")
+
     # -- numpy: imposing the measurement exactly (restore --keep-measured) -------------------
     def measured_pixels(self, image_size: int) -> np.ndarray | None:
         """``(1, 1, S, S)`` float32 mask of the pixels the measurement observes as they are

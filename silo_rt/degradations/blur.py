@@ -40,6 +40,13 @@ class GaussianBlur(Degradation):
         pad = BLUR_KERNEL_SIZE // 2
         return F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), weight, groups=c)
 
+    def check_measurable(self, height, width):
+        super().check_measurable(height, width)
+        if min(height, width) <= BLUR_KERNEL_SIZE // 2:
+            raise SiloError(f"task gb needs both image sides larger than "
+                            f"{BLUR_KERNEL_SIZE // 2} px (its reflection padding), got "
+                            f"{width}x{height}")
+
     def check_size(self, image_size):
         super().check_size(image_size)
         if image_size <= BLUR_KERNEL_SIZE // 2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SiloError
 from .base import Degradation
 from .registry import register
 
@@ -38,6 +39,12 @@ class BoxInpainting(Degradation):
     untileable_reason = ("its operator was trained on one centred box of half the image; "
                          "tiles would move and shrink the box. Restore ip at the size its "
                          "bundle or operator was made for")
+
+    def check_measurable(self, height, width):
+        if height != width:
+            raise SiloError(f"task ip needs a square image (its box is centred on a square "
+                            f"image, as its operator was trained), got {width}x{height}; "
+                            f"pass --size WxH with W = H")
 
     def __call__(self, x):
         return x * box_mask(x.shape[-1]).to(x)

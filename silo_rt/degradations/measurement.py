@@ -25,13 +25,15 @@ def make_measurement(x: np.ndarray, task: str, sigma_y: float, seed: int,
                      resizer: str = DEFAULT_RESIZER) -> np.ndarray:
     """``y = A(x) + sigma_y·n`` clipped to [-1, 1].
 
-    ``x``: ``(B, 3, S, S)`` float32 in [-1, 1]; the noise comes from ``default_rng(seed)``;
+    ``x``: ``(B, 3, H, W)`` float32 in [-1, 1], any size and aspect whose sides the task's
+    scale divides (:meth:`~silo_rt.degradations.Degradation.check_measurable`); the noise
+    comes from ``default_rng(seed)``;
     ``resizer``: the SR measurement model.
     """
     import torch
 
     degradation = get_degradation(task, resizer)
-    degradation.check_size(x.shape[-1])
+    degradation.check_measurable(*x.shape[-2:])
     with torch.no_grad():
         y = degradation(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
     return add_noise(y, sigma_y, np.random.default_rng(seed)).clamp(-1, 1).numpy()
