@@ -17,7 +17,7 @@
 #   tests     the GPU tests (pytest -m gpu),
 #   bench     `small` sr4 (torch-cuda vs torch-cuda-graph), then sd15-random sr8 at 512 px
 #             for 20 steps; where TensorRT is installed, polygraphy compares each engine
-#             with ONNX Runtime (silo_rt.runtime.trt_compare).
+#             with ONNX Runtime (silo_rt.runtime.tensorrt.compare).
 # Each part has its own timeout; everything is teed to $OUT/smoke.log (default out/gpu).
 # Usage: OUT=/tmp/gpu bash benchmarks/gpu_smoke.sh   (the device call carries ./wheels)
 set -uo pipefail
@@ -127,7 +127,7 @@ import time
 for name in ("numpy", "torch", "onnx", "onnxruntime", "huggingface_hub", "transformers",
              "requests", "diffusers", "kornia", "click", "pytest", "silo_rt", "silo_rt.prior",
              "silo_rt.sampler", "silo_rt.export", "silo_rt.runtime", "silo_rt.torch_cuda",
-             "silo_rt.runtime.tensorrt_backend", "silo_rt.cli"):
+             "silo_rt.runtime.tensorrt.backend", "silo_rt.cli"):
     try:
         importlib.import_module(name)
     except Exception as exc:
@@ -178,7 +178,7 @@ if want bench; then
   log "bench sd15-random exit code $?"
 
   log "TensorRT engines against ONNX Runtime (polygraphy), where TensorRT is installed"
-  run_for 120 python3 -m silo_rt.runtime.trt_compare --demo sr4 --json "$OUT/trt-compare.json"
+  run_for 120 python3 -m silo_rt.runtime.tensorrt.compare --demo sr4 --json "$OUT/trt-compare.json"
   log "trt compare exit code $?"
   rm -rf "$OUT/engines"  # bundles are large; the numbers are what comes back
 fi

@@ -23,7 +23,7 @@ tensor (reference), a numpy array (ONNX Runtime) or None (TensorRT keeps it on t
 @runtime_checkable
 class GraphBackend(Protocol):
     """What a bundle backend provides (:class:`~silo_rt.runtime.ort_backend.OrtGraphs`,
-    :class:`~silo_rt.runtime.tensorrt_backend.TrtGraphs`); the bundle runner uses only this.
+    :class:`~silo_rt.runtime.tensorrt.backend.TrtGraphs`); the bundle runner uses only this.
     """
 
     def run(self, name: str, **inputs: np.ndarray) -> list[np.ndarray]:

@@ -24,8 +24,8 @@ other for it): :class:`Manifest` is the schema, :func:`write_manifest` the one w
     versions          packages that exported it
     export_passes     optional {pass: "applied" | "skipped: why"} (what export did)
     files             {relative path: sha256} for every file in the bundle but the manifest
-    engines           optional TensorRT plans (:mod:`silo_rt.runtime.engines`), each with
-                      its own sha256
+    engines           optional TensorRT plans (:mod:`silo_rt.runtime.tensorrt.build`), each
+                      with its own sha256
 
 Nothing outside a bundle is trusted: :func:`read_manifest` checks every field's type and
 range before anything uses it, and every path the manifest names must be a plain relative

@@ -7,7 +7,7 @@ line naming the variable, never in a traceback:
 * ``WORLD_SIZE``, ``RANK``, ``LOCAL_WORLD_SIZE`` (set by ``accelerate launch`` / torchrun):
   whole numbers, and a ``WORLD_SIZE`` above 1 only with the launcher's other variables
   (:func:`silo_rt.datasets.current_processes`);
-* ``LOCAL_RANK``: a GPU index (:func:`silo_rt.runtime.cuda_device.device_index`);
+* ``LOCAL_RANK``: a GPU index (:func:`silo_rt.runtime.tensorrt.cuda_device.device_index`);
 * ``XDG_CACHE_HOME``: an absolute path, else ignored as the XDG specification says
   (:func:`cache_root`);
 * ``SILO_RT_AUTO_CPU``: ``ort`` or ``openvino`` (:mod:`silo_rt.runtime.backend_choice`).

@@ -218,7 +218,7 @@ def fake_tensorrt(name: str = "tensorrt", version: str = "10.13.0", device: byte
 def install(monkeypatch, trt=None, cudart=None, cuda_major=None, trt_cuda_major=None):
     """Make ``import tensorrt`` give ``trt`` (hiding a real TensorRT-RTX) and the GPU path
     use ``cudart``; returns ``(trt, cudart)``."""
-    from silo_rt.runtime import cuda_device, engines
+    from silo_rt.runtime.tensorrt import api, cuda_device
 
     trt = trt or fake_tensorrt()
     cudart = cudart or FakeCudart()
@@ -228,5 +228,5 @@ def install(monkeypatch, trt=None, cudart=None, cuda_major=None, trt_cuda_major=
     monkeypatch.setattr(cuda_device, "cudart", lambda: cudart)
     monkeypatch.setattr(cuda_device, "bindings_major", lambda: cuda_major)
     monkeypatch.setattr(cuda_device, "tensorrt_cuda_major", lambda: trt_cuda_major)
-    monkeypatch.setattr(engines, "_LOGGERS", {})
+    monkeypatch.setattr(api, "_LOGGERS", {})
     return trt, cudart

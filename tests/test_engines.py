@@ -11,35 +11,37 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from silo_rt.bundle_format import write_manifest
 from silo_rt.errors import SiloError
-from silo_rt.runtime import engines
-from silo_rt.runtime.engines import (
-    EngineBuildConfig,
-    EngineKey,
-    check_bundle_with_tensorrt,
-    check_flavor_supports,
-    check_onnx_with_tensorrt,
-    check_plan_entry,
-    configure_builder,
-    engine_device_memory,
-    engine_sources,
-    explain_invalid_plan,
-    format_parser_error,
-    fp32_tail,
-    import_tensorrt,
-    layer_onnx_node,
-    onnx_tail_violations,
-    parser_rule_violations,
-    rtx_supports,
-    select_engines,
-    set_context_memory,
-    tail_layer_violations,
-    uses_timing_cache,
-    verify_engine_files,
-    write_manifest,
-)
 from silo_rt.runtime.finite import check_losses
 from silo_rt.runtime.restore import tensorrt_available
+from silo_rt.runtime.tensorrt import api
+from silo_rt.runtime.tensorrt.api import (
+    check_flavor_supports,
+    configure_builder,
+    engine_device_memory,
+    explain_invalid_plan,
+    format_parser_error,
+    import_tensorrt,
+    rtx_supports,
+    set_context_memory,
+    uses_timing_cache,
+)
+from silo_rt.runtime.tensorrt.check import check_bundle_with_tensorrt, check_onnx_with_tensorrt
+from silo_rt.runtime.tensorrt.fp32_tail import (
+    fp32_tail,
+    layer_onnx_node,
+    onnx_tail_violations,
+    tail_layer_violations,
+)
+from silo_rt.runtime.tensorrt.keys import (
+    EngineBuildConfig,
+    EngineKey,
+    check_plan_entry,
+    engine_sources,
+    verify_engine_files,
+)
+from silo_rt.runtime.tensorrt.parser_rules import PARSER_RESTRICTIONS, parser_rule_violations
 
 H200_FP16 = EngineKey("tensorrt", "10.13.0", "9.0", "fp16")
 
@@ -72,7 +74,7 @@ def test_plans_built_elsewhere_are_refused():
     check_plan_entry(_entry(H200_FP16, None), H200_FP16)  # matching key: accepted
 
 
-def test_selection_by_key_and_plan_hashes(tmp_path):
+def test_plan_hashes_are_checked(tmp_path):
     plan = tmp_path / "tensorrt" / H200_FP16.folder / "step.plan"
     plan.parent.mkdir(parents=True)
     plan.write_bytes(b"serialized engine")
@@ -80,9 +82,6 @@ def test_selection_by_key_and_plan_hashes(tmp_path):
 
     entry = _entry(H200_FP16, tmp_path, {"step": {"file": str(plan.relative_to(tmp_path)),
                                                   "sha256": sha256_file(plan)}})
-    engines = {H200_FP16.folder: entry}
-    assert select_engines(engines, H200_FP16) is entry
-    assert select_engines(engines, EngineKey("tensorrt", "10.13.0", "9.0", "fp32")) is None
     assert verify_engine_files(tmp_path, entry) == {"step": plan}
     plan.write_bytes(b"tampered")
     with pytest.raises(SiloError, match="sha256"):
@@ -329,7 +328,7 @@ def test_static_parser_rules_cite_their_source():
     assert "Only the first output" in parser_rule_violations(model)[0]
     assert parser_rule_violations(conv_relu()) == []
     assert all(r.source.startswith("onnx/onnx-tensorrt docs/operators.md")
-               for r in engines.KNOWN_PARSER_DIFFERENCES)
+               for r in PARSER_RESTRICTIONS)
 
 
 def test_onnx_types_of_the_tail_are_checked_without_tensorrt():
@@ -343,7 +342,7 @@ def test_without_tensorrt_the_check_is_skipped_after_static_checks(tmp_path, mon
     def missing(prefer="tensorrt"):
         raise SiloError("TensorRT is not installed")
 
-    monkeypatch.setattr(engines, "import_tensorrt", missing)
+    monkeypatch.setattr(api, "import_tensorrt", missing)
     onnx.save(conv_relu(), tmp_path / "g.onnx")
     verdict = check_onnx_with_tensorrt(tmp_path / "g.onnx")
     assert verdict.ok is None and verdict.stage == "skipped"

@@ -24,7 +24,7 @@ from silo_rt.export.atomic import export_lock, replace_dir
 from silo_rt.export.graphs import UNetOperatorGraph
 from silo_rt.latents import LatentDecoder, MeasurementEncoder
 from silo_rt.operators import OperatorConfig, build_operator, save_operator
-from silo_rt.runtime import BundleRunner, read_manifest
+from silo_rt.runtime import BundleRunner, read_manifest, step_io
 from silo_rt.sampler import SamplingOptions, restore
 from silo_rt.schedule import from_scheduler
 from silo_rt.step import GuidedStep
@@ -93,11 +93,41 @@ def test_graphs_are_standard_onnx(exported):
         assert model.opset_import[0].version == 18
 
 
+def test_exported_graphs_follow_the_io_contract(exported):
+    """Every graph's inputs and outputs, as the ONNX files hold them, are step_io's: names in
+    order, ranks, dtypes and (with the manifest's dimensions) shapes; the manifest records
+    the same shapes. Both cases: without CFG (no cfg_scale, context batch B; SR measurement
+    smaller than the image) and with it (cfg_scale, context batch 2B)."""
+    import onnx
+
+    manifest = load_manifest(exported["bundle"])
+    cfg = exported["options"].cfg_scale > 1.0
+    dims = step_io.manifest_dims(manifest)
+    assert dims["Bc"] == (2 if cfg else 1) * dims["B"]
+    assert set(manifest.graphs) == set(step_io.GRAPHS)  # this export writes every graph
+    for name, spec in manifest.graphs.items():
+        io = step_io.GRAPHS[name]
+        model = onnx.load(str(exported["bundle"] / spec.file), load_external_data=False)
+        for found, expected in ((model.graph.input, io.input_specs(cfg)),
+                                (model.graph.output, io.outputs)):
+            assert [v.name for v in found] == [s.name for s in expected], name
+            for value, contract in zip(found, expected):
+                tensor = value.type.tensor_type
+                assert onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type) == \
+                    np.dtype(contract.dtype), (name, value.name)
+                shape = tuple(d.dim_value for d in tensor.shape.dim)
+                assert len(shape) == contract.rank and shape == contract.resolve(dims), \
+                    (name, value.name, shape)
+        recorded = {**spec.inputs, **spec.outputs}
+        assert recorded == {s.name: list(s.resolve(dims))
+                            for s in (*io.input_specs(cfg), *io.outputs)}, name
+
+
 def test_tensorrt_parses_and_builds_every_graph(exported):
     """NVIDIA's parser and AOT builder (TensorRT-RTX, no GPU) accept the whole bundle,
     the fp16 step with its float32 tail included."""
     pytest.importorskip("tensorrt_rtx")
-    from silo_rt.runtime.engines import check_bundle_with_tensorrt
+    from silo_rt.runtime.tensorrt.check import check_bundle_with_tensorrt
 
     verdicts = check_bundle_with_tensorrt(exported["bundle"],
                                           load_manifest(exported["bundle"]).graph_files)
@@ -110,7 +140,7 @@ def test_fp16_engines_keep_the_step_tail_in_fp32(exported):
     """The FP32 tail of a real step graph: the gradient clamp, no Conv or MatMul."""
     import onnx
 
-    from silo_rt.runtime.engines import fp32_tail
+    from silo_rt.runtime.tensorrt.fp32_tail import fp32_tail
 
     model = onnx.load(str(exported["bundle"] / "step.onnx"))
     tail = fp32_tail(model)
@@ -131,10 +161,11 @@ def test_forward_graphs_match_pytorch(exported, tiny_prior):
         if name == "vae_encoder":
             feeds["measurement"] = np.clip(feeds["measurement"], -1, 1)
         ours = runner.graphs.run(name, **feeds)
+        io = step_io.GRAPHS[name]
         with torch.no_grad():
-            ref = module(*[torch.from_numpy(feeds[n]) for n in module.input_names])
+            ref = module(*[torch.from_numpy(feeds[n]) for n in io.input_names()])
         ref = ref if isinstance(ref, tuple) else (ref,)
-        for out_name, a, b in zip(module.output_names, ours, ref):
+        for out_name, a, b in zip(io.output_names, ours, ref):
             assert rel(a, b) <= 1e-4, f"{name}.{out_name}: {rel(a, b):.2e}"
 
 

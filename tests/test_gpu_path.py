@@ -17,16 +17,15 @@ from fake_gpu import FakeCudart, fake_tensorrt, install
 from silo_rt.bundle_format import load_manifest, sha256_file
 from silo_rt.demo import demo_bundle
 from silo_rt.errors import SiloError
-from silo_rt.runtime import cuda_device, engines, plan_store, tensorrt_backend
-from silo_rt.runtime.engines import (
+from silo_rt.runtime.tensorrt import api, backend, cuda_device, plan_store
+from silo_rt.runtime.tensorrt.build import attach_timing_cache, build_engines, timing_cache_name
+from silo_rt.runtime.tensorrt.check import check_onnx_with_tensorrt
+from silo_rt.runtime.tensorrt.keys import (
     EngineBuildConfig,
     EngineKey,
-    attach_timing_cache,
-    build_engines,
-    check_onnx_with_tensorrt,
     current_key,
     default_precision,
-    timing_cache_name,
+    verify_engine_files,
 )
 
 
@@ -175,7 +174,7 @@ def test_one_tensorrt_logger_per_process(bundle, monkeypatch):
 def test_a_runner_never_closed_is_closed_at_exit(bundle, monkeypatch):
     _, cudart = install(monkeypatch)
     hooks = []
-    monkeypatch.setattr(tensorrt_backend, "atexit", SimpleNamespace(
+    monkeypatch.setattr(backend, "atexit", SimpleNamespace(
         register=hooks.append, unregister=hooks.remove))
     graphs = _runner(bundle, backend="trt").graphs
     assert len(hooks) == 1
@@ -258,12 +257,12 @@ def test_the_check_prefers_tensorrt_rtx_when_both_are_installed(tmp_path, monkey
     rtx = pytest.importorskip("tensorrt_rtx")
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake_tensorrt(
         builder_error=TypeError("no GPU")))
-    monkeypatch.setattr(engines, "_LOGGERS", {})
+    monkeypatch.setattr(api, "_LOGGERS", {})
     verdict = check_onnx_with_tensorrt(_conv_relu(tmp_path))
     assert verdict.ok is True and verdict.flavor == "tensorrt_rtx", verdict.line()
     assert verdict.version == rtx.__version__
-    assert engines.trt_logger(rtx).min_severity == rtx.Logger.WARNING  # quiet only in the check
-    assert engines.import_tensorrt()[1] == "tensorrt"  # engines for a GPU: full TensorRT
+    assert api.trt_logger(rtx).min_severity == rtx.Logger.WARNING  # quiet only in the check
+    assert api.import_tensorrt()[1] == "tensorrt"  # engines for a GPU: full TensorRT
 
 
 # --------------------------------------------------- 17. ONNX Runtime's CUDA provider in auto
@@ -291,7 +290,7 @@ def test_nvidias_builder_writes_a_read_only_bundles_plans_to_the_cache(bundle, m
     GPU: the key is given, as a GPU would give it), plans to the user cache, under the lock."""
     rtx = pytest.importorskip("tensorrt_rtx")
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)
-    monkeypatch.setattr(engines, "_LOGGERS", {})
+    monkeypatch.setattr(api, "_LOGGERS", {})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(plan_store, "bundle_writable", lambda path: False)
     key = EngineKey("tensorrt_rtx", rtx.__version__, "8.9", "fp32")
@@ -300,7 +299,7 @@ def test_nvidias_builder_writes_a_read_only_bundles_plans_to_the_cache(bundle, m
                              key=key)
     store = plan_store.PlanStore.for_bundle(bundle)
     assert store.entry(manifest, key.folder) == entry
-    paths = engines.verify_engine_files(store.root, entry)
+    paths = verify_engine_files(store.root, entry)
     assert sorted(paths) == ["step", "vae_decoder", "vae_encoder"]
     assert all(path.stat().st_size > 1000 for path in paths.values())
     assert not (bundle / "tensorrt").exists()

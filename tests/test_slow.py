@@ -72,7 +72,7 @@ def test_sd15_random_graphs_parse_and_build_with_tensorrt(tmp_path):
     pytest.importorskip("tensorrt_rtx")
     from silo_rt.bundle_format import load_manifest
     from silo_rt.prior import load_prior
-    from silo_rt.runtime.engines import check_bundle_with_tensorrt
+    from silo_rt.runtime.tensorrt.check import check_bundle_with_tensorrt
 
     prior = load_prior("sd15-random")
     config = OperatorConfig.for_prior(prior, "readout", "sr8")

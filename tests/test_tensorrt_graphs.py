@@ -23,17 +23,14 @@ from onnx import TensorProto, helper, numpy_helper
 from silo_rt.bundle_format import load_manifest
 from silo_rt.degradations import get_degradation, task_names
 from silo_rt.demo import DEMO_TASKS, demo_bundle
-from silo_rt.export.bundle import ExportOptions, _example_inputs, half_precision_step
-from silo_rt.export.graphs import STEP_OUTPUT_NAMES, step_input_names
+from silo_rt.export.bundle import ExportOptions, example_inputs, half_precision_step
 from silo_rt.export.onnx_writer import export_forward, export_step
 from silo_rt.export.parser_clean import make_parser_clean
 from silo_rt.latents import MeasurementEncoder
 from silo_rt.operators import OperatorConfig, build_operator
-from silo_rt.runtime.engines import (
-    check_bundle_with_tensorrt,
-    check_onnx_with_tensorrt,
-    fp32_tail,
-)
+from silo_rt.runtime import step_io
+from silo_rt.runtime.tensorrt.check import check_bundle_with_tensorrt, check_onnx_with_tensorrt
+from silo_rt.runtime.tensorrt.fp32_tail import fp32_tail
 from silo_rt.sampler import SamplingOptions
 from silo_rt.step import GuidedStep
 
@@ -70,14 +67,14 @@ def step_graphs(tiny_prior, tmp_path_factory):
         operator = build_operator(config).eval().requires_grad_(False)
         options = SamplingOptions("sr8", steps=4, cfg_scale=cfg, prompt="a photo")
         context = tiny_prior.encode_prompt(options.prompt, cfg)
-        ex = _example_inputs(tiny_prior, ExportOptions(options, 64), context)
-        names = step_input_names(cfg > 1.0)
+        ex = example_inputs(tiny_prior, ExportOptions(options, 64), context)
+        names = step_io.STEP_IO.input_names(cfg > 1.0)
         inputs = [ex[n] for n in names]
         for precision, step in (
                 ("fp32", GuidedStep(tiny_prior, operator, cfg)),
                 ("fp16", half_precision_step(tiny_prior, operator, cfg))):
             path = folder / f"{arch}-cfg{cfg}-{precision}.onnx"
-            export_step(step, inputs, names, STEP_OUTPUT_NAMES, path)
+            export_step(step, inputs, names, step_io.STEP_OUTPUTS, path)
             paths[(arch, cfg, precision)] = path
     return paths
 
@@ -112,8 +109,10 @@ def test_the_fp16_step_is_strongly_typed_with_an_fp32_tail(step_graphs):
 def test_every_encoder_parses_and_builds(tiny_prior, tmp_path, task):
     side = 64 // get_degradation(task).scale
     path = tmp_path / f"vae_encoder-{task}.onnx"
+    io = step_io.GRAPHS[step_io.VAE_ENCODER]
     export_forward(MeasurementEncoder(tiny_prior, task, 64),
-                   [torch.zeros(1, 3, side, side), torch.zeros(1, 4, 8, 8)], path)
+                   [torch.zeros(1, 3, side, side), torch.zeros(1, 4, 8, 8)],
+                   io.input_names(), io.output_names, path)
     assert not any(n.op_type == "Resize" for n in onnx.load(str(path)).graph.node)
     _assert_accepted(check_onnx_with_tensorrt(path))
 
@@ -174,7 +173,7 @@ def test_cleaning_an_old_graph_keeps_its_result(tmp_path):
                           [old.graph.initializer[0]]),
         opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(up, torch_up.numpy(), **TOLERANCES["float32"])
-    from silo_rt.runtime.engines import parser_rule_violations
+    from silo_rt.runtime.tensorrt.parser_rules import parser_rule_violations
 
     assert len(parser_rule_violations(old)) == 2 and parser_rule_violations(new) == []
 

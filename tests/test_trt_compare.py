@@ -1,4 +1,4 @@
-"""polygraphy's engine-vs-ONNX Runtime comparison (silo_rt.runtime.trt_compare): the first
+"""polygraphy's engine-vs-ONNX Runtime comparison (silo_rt.runtime.tensorrt.compare): the first
 disagreeing tensor in graph order, one line where it cannot run, and, where polygraphy is
 installed, its ONNX Runtime self-check on the demo decoder (every tensor marked)."""
 
@@ -8,7 +8,7 @@ import pytest
 from fake_gpu import install
 
 from silo_rt.demo import demo_bundle
-from silo_rt.runtime.trt_compare import compare_bundle, compare_graph, first_mismatch, main
+from silo_rt.runtime.tensorrt.compare import compare_bundle, compare_graph, first_mismatch, main
 
 
 def test_the_first_mismatch_is_the_earliest_in_graph_order():
@@ -52,10 +52,10 @@ def test_export_compare_needs_check_trt_and_fails_on_a_disagreeing_engine(tmp_pa
     compared here (no GPU) is a line, not a failure."""
     from cli_run import run
 
-    import silo_rt.runtime.trt_compare as trt_compare
+    import silo_rt.runtime.tensorrt.compare as trt_compare
     from silo_rt.cli.export import compare_engines
     from silo_rt.errors import SiloError
-    from silo_rt.runtime.trt_compare import Comparison
+    from silo_rt.runtime.tensorrt.compare import Comparison
 
     code, _, err = run(["export", "--model", "tiny", "--task", "sr4", "--compare",
                         "--operator", tmp_path / "op.safetensors",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SiloError
+from ..runtime import step_io
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Subject:
                 m = load_manifest(path, verify=False)
                 if (m.prior.get("fingerprint") == prior.fingerprint() and
                         m.operator == json.loads(op_config.to_json()) and
-                        (precision == "fp32" or "step_fp16" in m.graphs)):
+                        (precision == "fp32" or step_io.STEP_FP16 in m.graphs)):
                     return path, None
             except SiloError:
                 pass  # unreadable or stale: exported again below

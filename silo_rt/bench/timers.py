@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backends import BUNDLE_BACKENDS, runner_backend
+from ..runtime import step_io
 from .config import BenchConfig
 from .timing import summarize, time_calls
 
@@ -87,12 +88,13 @@ def time_torch(backend: str, work: Workload, out: Timings) -> None:
     from ..sampler import SamplingOptions, restore
 
     config, inputs = work.config, work.step_inputs
-    graphs = {"unet_h": UNetOperatorGraph(work.step),
-              "vae_encoder": MeasurementEncoder(work.prior, config.task, work.image_size),
-              "vae_decoder": LatentDecoder(work.prior)}
-    feeds = {"unet_h": (inputs[0], inputs[1], inputs[2], work.context, inputs[7]),
-             "vae_encoder": (torch.from_numpy(work.y), torch.zeros(work.latent)),
-             "vae_decoder": (inputs[0],)}
+    io = step_io
+    graphs = {io.UNET_H: UNetOperatorGraph(work.step),
+              io.VAE_ENCODER: MeasurementEncoder(work.prior, config.task, work.image_size),
+              io.VAE_DECODER: LatentDecoder(work.prior)}
+    feeds = {io.UNET_H: (inputs[0], inputs[1], inputs[2], work.context, inputs[7]),
+             io.VAE_ENCODER: (torch.from_numpy(work.y), torch.zeros(work.latent)),
+             io.VAE_DECODER: (inputs[0],)}
     for name, module in graphs.items():
         with torch.no_grad():
             out.record(backend, name, time_calls(lambda m=module, f=feeds[name]: m(*f),
@@ -238,13 +240,13 @@ def time_bundle(backend: str, work: Workload, out: Timings) -> None:
         return
     runner = BundleRunner(path, backend=runner_name, precision=precision,
                           threads=config.threads, verify=False)
-    for name in ("unet_h", "vae_encoder", "vae_decoder"):
+    for name in (step_io.UNET_H, step_io.VAE_ENCODER, step_io.VAE_DECODER):
         graph = runner.manifest.graphs.get(name)
         if graph is None:
             continue
         feeds = {key: feed(key, shape, work.rng) for key, shape in graph.inputs.items()}
-        if name == "vae_encoder":
-            feeds["measurement"] = work.y
+        if name == step_io.VAE_ENCODER:
+            feeds[step_io.MEASUREMENT] = work.y
         out.record(backend, name, time_calls(lambda n=name, f=feeds: runner.graphs.run(n, **f),
                                              config.warmup, config.reps))
     arrays = [t.numpy() for t in work.step_inputs]
@@ -281,11 +283,11 @@ def _time_gpu_bundle(backend: str, runner, work: Workload, out: Timings) -> None
 
 def feed(name: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
     """A plausible value for graph input ``name`` of ``shape`` (bench timings)."""
-    if name == "timestep":
+    if name == step_io.TIMESTEP:
         return np.array([500.0], np.float32)
-    if name == "coefficients":
+    if name == step_io.COEFFICIENTS:
         return np.array([1.2, -0.6, 0.1, 0.9, 0.05], np.float32)
-    if name in ("eta", "sigma_y", "cfg_scale"):
+    if name in (step_io.ETA, step_io.SIGMA_Y, step_io.CFG_SCALE):
         return np.array([0.5], np.float32)
     return rng.standard_normal(shape).astype(np.float32)
 

@@ -97,11 +97,11 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
     refuse_unused("an export without --check trt", compare="trt" in checks)
     check_export_target(out)  # before loading anything
     if engines == "trt":
-        from ..runtime.engines import current_key
+        from ..runtime.tensorrt.keys import current_key
 
         current_key(precision)  # fail before the long export when TensorRT or a GPU is missing
     if "trt" in checks:
-        from ..runtime.engines import import_tensorrt
+        from ..runtime.tensorrt.api import import_tensorrt
 
         import_tensorrt()  # likewise: the check needs TensorRT (no GPU)
     started = time.perf_counter()
@@ -132,7 +132,8 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
 
     refused = ", ".join(refused_by_tensorrt(manifest.export_passes))
     if engines == "trt":
-        from ..runtime.engines import EngineBuildConfig, build_engines
+        from ..runtime.tensorrt.build import build_engines
+        from ..runtime.tensorrt.keys import EngineBuildConfig
 
         build_engines(out, manifest, EngineBuildConfig(precision, True, opt_level),
                       log=lambda line: click.echo(line, err=True))
@@ -146,7 +147,7 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
 def compare_engines(bundle: Path) -> None:
     """``--compare``: each graph's TensorRT engine against ONNX Runtime (one line a graph);
     exit 1 when one disagrees, naming the first tensor that does."""
-    from ..runtime.trt_compare import compare_bundle
+    from ..runtime.tensorrt.compare import compare_bundle
 
     verdicts = compare_bundle(bundle, log=lambda line: click.echo(f"  compare {line}",
                                                                   err=True))

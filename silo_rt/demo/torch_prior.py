@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import SiloError
+from ..runtime import step_io
 from . import demo_bundle
 
 STEPS_FOR_CHECK = 3
@@ -91,7 +92,8 @@ def _scaling_factor(decoder_path: Path) -> float:
     model = onnx.load(str(decoder_path))
     constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Div" and node.input[0] == "z0" and node.input[1] in constants:
+        if (node.op_type == "Div" and node.input[0] == step_io.Z0
+                and node.input[1] in constants):
             return float(constants[node.input[1]])
     raise SiloError(f"{decoder_path.name} does not divide z0 by a scaling factor")
 
@@ -137,7 +139,7 @@ def _recover(params: dict[str, torch.Tensor], write_fresh, shipped_path: Path) -
     renamed = {mine: theirs for (mine, _), (theirs, _) in zip(folded, shipped_folded)}
     for pname, (iname, how) in mapping.items():
         param, iname = params[pname], renamed.get(iname, iname)
-        if iname not in shipped and shipped_path.stem == "vae_encoder":
+        if iname not in shipped and shipped_path.stem == step_io.VAE_ENCODER:
             # the demo's vae_encoder graph was exported when the module named its VAE
             # ``encoder`` (silo-rt before the latents module)
             iname = "encoder." + iname.removeprefix("vae.")
@@ -154,7 +156,6 @@ def rebuild_demo(task: str = "sr4"):
     (frozen, float32, the bundle's fp16-rounded weights)."""
     from ..bundle_format import load_manifest
     from ..export.bundle import ExportOptions, example_inputs
-    from ..export.graphs import STEP_OUTPUT_NAMES, step_input_names
     from ..export.onnx_writer import export_forward, export_step
     from ..latents import LatentDecoder, MeasurementEncoder
     from ..operators import OperatorConfig, build_operator
@@ -174,27 +175,31 @@ def rebuild_demo(task: str = "sr4"):
     options = ExportOptions(SamplingOptions(task, steps=1), manifest.image_size)
     context = torch.from_numpy(np.load(bundle / manifest.context.file))
     example = example_inputs(prior, options, context)
-    names = step_input_names(False)
+    names = step_io.STEP_IO.input_names(cfg=False)
     step = GuidedStep(prior, operator)
     encoder = MeasurementEncoder(prior, task, manifest.image_size)
     decoder = LatentDecoder(prior)
 
-    def forward_graph(module):
-        inputs = [example[n] for n in module.input_names]
-        return lambda path: export_forward(module, inputs, path)
+    def forward_graph(module, graph):
+        io = step_io.GRAPHS[graph]
+        inputs = [example[n] for n in io.input_names()]
+        return lambda path: export_forward(module, inputs, io.input_names(), io.output_names,
+                                           path)
 
     _recover({**{f"unet.{n}": p for n, p in prior.unet.named_parameters()},
               **{f"operator.{n}": p for n, p in operator.named_parameters()}},
              lambda path: export_step(step, [example[n] for n in names], names,
-                                      STEP_OUTPUT_NAMES, path),
-             bundle / manifest.graphs["step"].file)
+                                      step_io.STEP_OUTPUTS, path),
+             bundle / manifest.graphs[step_io.STEP].file)
     vae = dict(prior.vae.named_parameters())
     _recover({n: p for n, p in vae.items() if n.startswith(("encoder.", "quant_conv."))},
-             forward_graph(encoder), bundle / manifest.graphs["vae_encoder"].file)
+             forward_graph(encoder, step_io.VAE_ENCODER),
+             bundle / manifest.graphs[step_io.VAE_ENCODER].file)
     _recover({n: p for n, p in vae.items() if n.startswith(("decoder.", "post_quant_conv."))},
-             forward_graph(decoder), bundle / manifest.graphs["vae_decoder"].file)
+             forward_graph(decoder, step_io.VAE_DECODER),
+             bundle / manifest.graphs[step_io.VAE_DECODER].file)
     prior.vae.register_to_config(
-        scaling_factor=_scaling_factor(bundle / manifest.graphs["vae_decoder"].file))
+        scaling_factor=_scaling_factor(bundle / manifest.graphs[step_io.VAE_DECODER].file))
     empty_ids = prior.tokenizer([""], padding="max_length", truncation=True,
                                 max_length=prior.tokenizer.model_max_length,
                                 return_tensors="pt").input_ids
@@ -218,11 +223,9 @@ def check_against_bundle(prior, operator, task: str = "sr4", seed: int = 0) -> f
     worst = 0.0
     for i in rng.choice(len(timesteps), STEPS_FOR_CHECK, replace=False):
         z, noise, w = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
-        expected = runner.graphs.run("step", z_t=z, timestep=np.array([timesteps[i]],
-                                     np.float32), coefficients=coefficients[i], noise=noise,
-                                     w=w, eta=np.array([0.5], np.float32),
-                                     context=runner.context,
-                                     sigma_y=np.array([0.02], np.float32))[0]
+        feeds = {**step_io.step_inputs(z, timesteps[i], coefficients[i], noise),
+                 **step_io.step_constants(w, runner.context, 0.5, 0.02, None)}
+        expected = runner.graphs.run(step_io.STEP, **feeds)[0]
         with torch.no_grad():
             got = step(*(torch.from_numpy(a) for a in (
                 z, np.array([timesteps[i]], np.float32), coefficients[i], noise, w,

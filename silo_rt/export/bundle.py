@@ -33,15 +33,12 @@ from ..degradations import get_degradation
 from ..errors import SiloError
 from ..latents import LatentDecoder, MeasurementEncoder
 from ..provenance import package_versions
+from ..runtime import step_io
 from ..sampler import SamplingOptions, batch_context
 from ..schedule import alphas_record, from_scheduler
 from ..step import GuidedStep
 from .atomic import check_export_target, export_lock, publish_modes, replace_dir
-from .graphs import (
-    STEP_OUTPUT_NAMES,
-    UNetOperatorGraph,
-    step_input_names,
-)
+from .graphs import UNetOperatorGraph
 from .passes import (
     BundleDraft,
     ExportPass,
@@ -102,14 +99,16 @@ def example_inputs(prior, options: ExportOptions, context: torch.Tensor):
     def rand(*shape):
         return torch.randn(*shape, generator=g)
 
+    io = step_io
     return {
-        "measurement": rand(b, 3, side, side).clamp(-1, 1),
-        "z_t": rand(*latent), "noise": rand(*latent), "w": rand(*latent), "z0": rand(*latent),
-        "timestep": torch.tensor([500.0]),
-        "coefficients": torch.tensor([1.2, -0.6, 0.1, 0.9, 0.05]),
-        "eta": torch.tensor([0.5]), "sigma_y": torch.tensor([0.02]),
-        "cfg_scale": torch.tensor([max(options.sampling.cfg_scale, 1.0)]),
-        "context": batch_context(context, b),
+        io.MEASUREMENT: rand(b, 3, side, side).clamp(-1, 1),
+        io.Z_T: rand(*latent), io.NOISE: rand(*latent), io.W: rand(*latent),
+        io.Z0: rand(*latent),
+        io.TIMESTEP: torch.tensor([500.0]),
+        io.COEFFICIENTS: torch.tensor([1.2, -0.6, 0.1, 0.9, 0.05]),
+        io.ETA: torch.tensor([0.5]), io.SIGMA_Y: torch.tensor([0.02]),
+        io.CFG_SCALE: torch.tensor([max(options.sampling.cfg_scale, 1.0)]),
+        io.CONTEXT: batch_context(context, b),
     }
 
 
@@ -157,20 +156,21 @@ def export_passes(prior, operator, options: ExportOptions) -> list[ExportPass]:
     """The passes that write a bundle of ``options``, in order (see :mod:`.passes`)."""
     sampling = options.sampling
     step = GuidedStep(prior, operator, sampling.cfg_scale)
-    step_names = step_input_names(sampling.cfg_scale > 1.0)
-    encoder = MeasurementEncoder(prior, sampling.task, options.image_size)
-    decoder = LatentDecoder(prior)
-    unet_h = UNetOperatorGraph(step)
     half = (half_precision_step(prior, operator, sampling.cfg_scale)
             if options.precision == "fp16" else None)
+
+    def write(graph, module, skip=None):  # the graph's tensors named as step_io says
+        io = step_io.GRAPHS[graph]
+        return WriteGraph(graph, module, io.input_names(sampling.cfg_scale > 1.0),
+                          io.output_names, skip=skip)
+
     return [
-        WriteGraph("vae_encoder", encoder, encoder.input_names, encoder.output_names),
-        WriteGraph("vae_decoder", decoder, decoder.input_names, decoder.output_names),
-        WriteGraph("unet_h", unet_h, unet_h.input_names, unet_h.output_names,
-                   skip=None if options.include_unet_h else "left out (--no-unet-h)"),
-        WriteGraph("step", step, step_names, STEP_OUTPUT_NAMES),
-        WriteGraph("step_fp16", half, step_names, STEP_OUTPUT_NAMES,
-                   skip=None if half is not None else "precision fp32"),
+        write(step_io.VAE_ENCODER, MeasurementEncoder(prior, sampling.task, options.image_size)),
+        write(step_io.VAE_DECODER, LatentDecoder(prior)),
+        write(step_io.UNET_H, UNetOperatorGraph(step),
+              skip=None if options.include_unet_h else "left out (--no-unet-h)"),
+        write(step_io.STEP, step),
+        write(step_io.STEP_FP16, half, skip=None if half is not None else "precision fp32"),
         Fp16Weights(), OnnxCheck(), TensorRTCheck(),
     ]
 
@@ -183,17 +183,17 @@ def _write_bundle(prior, operator, op_config, options: ExportOptions, folder: Pa
     draft = BundleDraft(folder, example, options.weights, options.check_tensorrt,
                         on_stage or (lambda stage, seconds: None), log or (lambda line: None))
     run_passes(draft, export_passes(prior, operator, options))
-    np.save(folder / "context.npy", example["context"].numpy().astype(np.float32))
+    np.save(folder / "context.npy", example[step_io.CONTEXT].numpy().astype(np.float32))
     schedule = from_scheduler(prior.scheduler, sampling.steps)
     alphas = alphas_record(prior.scheduler) or {}  # lets the runtime change the step count
     manifest = Manifest(
         task=sampling.task, arch=op_config.arch, batch=options.batch,
         image_size=options.image_size,
-        measurement_shape=list(example["measurement"].shape),
+        measurement_shape=list(example[step_io.MEASUREMENT].shape),
         latent_shape=list(prior.latent_shape(options.image_size, options.batch)),
         eta=sampling.resolved_eta, sigma_y=sampling.sigma_y, cfg_scale=sampling.cfg_scale,
         prompt=sampling.prompt, init_noise_sigma=float(prior.scheduler.init_noise_sigma),
-        context=ContextSpec("context.npy", list(example["context"].shape)),
+        context=ContextSpec("context.npy", list(example[step_io.CONTEXT].shape)),
         schedule=ScheduleRecord(**schedule.to_json(), **alphas),
         graphs=draft.graphs,
         files={p.relative_to(folder).as_posix(): sha256_file(p)

@@ -68,11 +68,13 @@ def _export(model, inputs, input_names, output_names, path: Path) -> list[Path]:
     return files
 
 
-def export_forward(module: torch.nn.Module, inputs, path: Path) -> list[Path]:
-    """Export a forward-only module (``input_names``/``output_names`` class attributes)."""
+def export_forward(module: torch.nn.Module, inputs, input_names, output_names,
+                   path: Path) -> list[Path]:
+    """Export a forward-only module; its tensors are named ``input_names``/``output_names``
+    (a graph's :mod:`~silo_rt.runtime.step_io` names)."""
     module.eval()
     with torch.no_grad(), export_attention(module):
-        return _export(module, inputs, module.input_names, module.output_names, path)
+        return _export(module, inputs, input_names, output_names, path)
 
 
 def trace_step(step: torch.nn.Module, inputs, attention: str = "keep",

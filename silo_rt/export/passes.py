@@ -12,7 +12,7 @@ tensorrt check     parse + build every graph with TensorRT(-RTX) (``--check trt`
 =================  ==============================================================
 
 TensorRT engines need the target GPU and are built after the bundle is in place
-(:func:`silo_rt.runtime.engines.build_engines` records them in the manifest).
+(:func:`silo_rt.runtime.tensorrt.build.build_engines` records them in the manifest).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..bundle_format import GraphSpec
+from ..runtime import step_io
 from ..step import GuidedStep
 from .onnx_writer import check_graph, export_forward, export_step
 
@@ -90,12 +91,13 @@ class WriteGraph(ExportPass):
             written = export_step(self.module, inputs, self.input_names, self.output_names,
                                   path)
             # z_prev has z_t's shape and the loss is a scalar: no need to run the step.
-            outputs = (draft.example["z_t"], torch.zeros(()))
+            outputs = (draft.example[step_io.Z_T], torch.zeros(()))
         else:
             with torch.no_grad():
                 outputs = self.module(*inputs)
             outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-            written = export_forward(self.module, inputs, path)
+            written = export_forward(self.module, inputs, self.input_names,
+                                     self.output_names, path)
         draft.graph_files[self.graph] = written
         draft.graphs[self.graph] = GraphSpec(path.name, _shapes(self.input_names, inputs),
                                              _shapes(self.output_names, outputs))
@@ -145,7 +147,7 @@ class TensorRTCheck(ExportPass):
         return None if draft.check_tensorrt else "not asked (--check trt)"
 
     def apply(self, draft):
-        from ..runtime.engines import check_bundle_with_tensorrt
+        from ..runtime.tensorrt.check import check_bundle_with_tensorrt
 
         files = {name: spec.file for name, spec in draft.graphs.items()}
         verdicts = check_bundle_with_tensorrt(draft.folder, files, log=draft.log)

@@ -29,7 +29,8 @@ import numpy as np
 from ..bundle_format import Manifest
 from ..errors import SiloError
 from ..images import atomic_write
-from .ort_backend import OrtGraphs, default_providers, step_constants
+from . import step_io
+from .ort_backend import OrtGraphs, default_providers
 
 Z_TOLERANCE = 1e-4
 """Relative difference allowed in one step's ``z_prev`` (fp32 backends agree to ~1e-7)."""
@@ -96,7 +97,7 @@ def _key(bundle: Path, manifest: Manifest, candidate: str, threads: int | None) 
     import onnxruntime
     import openvino
 
-    step_file = manifest.graphs["step"].file
+    step_file = manifest.graphs[step_io.STEP].file
     step = manifest.files.get(step_file) or f"{Path(bundle).resolve() / step_file} (unhashed)"
     return " | ".join((step, candidate, f"openvino {openvino.__version__}",
                        f"onnxruntime {onnxruntime.__version__}", _cpu(),
@@ -165,30 +166,29 @@ def _store(key: str, verdict: Verdict) -> None:
 
 
 def _probe_inputs(bundle: Path, manifest: Manifest) -> dict:
-    """One step's inputs: fixed random latents, the middle of the bundle's schedule."""
+    """One step's inputs by :mod:`.step_io` name (``eta`` aside): fixed random latents, the
+    middle of the bundle's schedule."""
     rng = np.random.default_rng(0)
     shape = tuple(manifest.latent_shape)
     middle = len(manifest.schedule.timesteps) // 2
-    return dict(z=rng.standard_normal(shape, dtype=np.float32),
-                w=rng.standard_normal(shape, dtype=np.float32),
-                context=np.load(bundle / manifest.context.file, allow_pickle=False)
-                .astype(np.float32),
-                timestep=np.array([manifest.schedule.timesteps[middle]], np.float32),
-                coefficients=np.asarray(manifest.schedule.coefficients[middle], np.float32),
-                noise=rng.standard_normal(shape, dtype=np.float32),
-                sigma_y=manifest.sigma_y,
-                cfg_scale=manifest.cfg_scale if manifest.cfg_scale > 1.0 else None)
+    z, w = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+    context = np.load(bundle / manifest.context.file, allow_pickle=False).astype(np.float32)
+    cfg_scale = manifest.cfg_scale if manifest.cfg_scale > 1.0 else None
+    return {**step_io.step_inputs(z, manifest.schedule.timesteps[middle],
+                                  manifest.schedule.coefficients[middle],
+                                  rng.standard_normal(shape, dtype=np.float32)),
+            **step_io.step_constants(w, context, 0.0, manifest.sigma_y, cfg_scale)}
 
 
 def _one_step(graphs, inputs: dict, eta: float):
     """A callable running one step with ``eta``, and its ``z_prev``."""
-    call = graphs.single_step(inputs["z"], inputs["w"], inputs["context"], inputs["timestep"],
-                              inputs["coefficients"], inputs["noise"], eta, inputs["sigma_y"],
-                              inputs["cfg_scale"])
-    z_prev = graphs.run("step", z_t=inputs["z"], timestep=inputs["timestep"],
-                        coefficients=inputs["coefficients"], noise=inputs["noise"],
-                        **step_constants(inputs["w"], inputs["context"], eta,
-                                         inputs["sigma_y"], inputs["cfg_scale"]))[0]
+    io = step_io
+    feeds = {**inputs, io.ETA: np.array([eta], np.float32)}
+    cfg_scale = feeds[io.CFG_SCALE][0] if io.CFG_SCALE in feeds else None
+    call = graphs.single_step(feeds[io.Z_T], feeds[io.W], feeds[io.CONTEXT], feeds[io.TIMESTEP],
+                              feeds[io.COEFFICIENTS], feeds[io.NOISE], eta,
+                              feeds[io.SIGMA_Y][0], cfg_scale)
+    z_prev = graphs.run(io.STEP, **feeds)[0]
     return call, z_prev
 
 

@@ -20,8 +20,9 @@ import numpy as np
 from ..backends import StepCallback
 from ..bundle_format import Manifest
 from ..errors import SiloError
+from . import step_io
 from .finite import check_losses
-from .ort_backend import release_freed_heap, step_constants
+from .ort_backend import release_freed_heap
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -105,7 +106,7 @@ class OpenVinoGraphs:
                             "would run fp32 anyway: use --precision fp32")
         self.manifest = manifest
         self.precision = precision
-        self.step_graph = "step"
+        self.step_graph = step_io.STEP
         self._core = ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
                         "PERFORMANCE_HINT": "LATENCY"}
@@ -147,11 +148,8 @@ class OpenVinoGraphs:
                     cfg_scale=None):
         """A zero-argument callable that runs one step on fixed inputs (benchmarks)."""
         request = self.request(self.step_graph)
-        feeds = {**step_constants(w, context, eta, sigma_y, cfg_scale),
-                 "z_t": np.ascontiguousarray(z, np.float32),
-                 "timestep": np.asarray(timestep, np.float32).reshape(1),
-                 "coefficients": np.ascontiguousarray(coefficients, np.float32),
-                 "noise": np.ascontiguousarray(noise, np.float32)}
+        feeds = {**step_io.step_constants(w, context, eta, sigma_y, cfg_scale),
+                 **step_io.step_inputs(z, timestep, coefficients, noise)}
 
         def run():
             request.infer(feeds)
@@ -177,15 +175,14 @@ class OpenVinoGraphs:
         noise = np.ascontiguousarray(noise, np.float32)
         import openvino as ov
 
-        for name, array in step_constants(w, context, eta, sigma_y, cfg_scale).items():
+        for name, array in step_io.step_constants(w, context, eta, sigma_y, cfg_scale).items():
             request.set_tensor(name, ov.Tensor(array))  # a copy, set once for every step
         current = np.array(z, np.float32, copy=True)
         losses = np.empty(steps, np.float32)
         for i in range(steps):
-            request.infer({"z_t": current, "timestep": ts[i],
-                           "coefficients": coefficients[i], "noise": noise[i]})
-            current = np.array(request.get_tensor("z_prev").data, copy=True)
-            losses[i] = request.get_tensor("loss").data
+            request.infer(step_io.step_inputs(current, ts[i], coefficients[i], noise[i]))
+            current = np.array(request.get_tensor(step_io.Z_PREV).data, copy=True)
+            losses[i] = request.get_tensor(step_io.LOSS).data
             if not np.isfinite(losses[i]):
                 check_losses(losses[: i + 1], timesteps)
             if callback is not None:

@@ -15,6 +15,7 @@ import numpy as np
 from ..backends import StepCallback
 from ..bundle_format import Manifest
 from ..errors import SiloError
+from . import step_io
 from .finite import check_losses
 
 _ENV_ARENA = []  # set once the process-wide CPU arena below is registered
@@ -52,17 +53,6 @@ def release_freed_heap() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
-def step_constants(w, context, eta: float, sigma_y: float,
-                   cfg_scale: float | None) -> dict[str, np.ndarray]:
-    """The step graph's inputs that stay fixed over a restoration, as float32 arrays (every
-    CPU backend feeds these)."""
-    constants = {"w": w, "eta": np.array([eta]), "context": context,
-                 "sigma_y": np.array([sigma_y])}
-    if cfg_scale is not None:
-        constants["cfg_scale"] = np.array([cfg_scale])
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in constants.items()}
-
-
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
@@ -92,7 +82,7 @@ class OrtGraphs:
         import onnxruntime as ort
 
         self.manifest = manifest
-        self.step_graph = "step_fp16" if precision == "fp16" else "step"
+        self.step_graph = step_io.STEP_GRAPHS.get(precision, step_io.STEP)
         if self.step_graph not in manifest.graphs:
             raise SiloError(f"bundle {Path(bundle).name} has no {precision} step graph; "
                             "export it again with --precision fp16")
@@ -165,7 +155,7 @@ class OrtGraphs:
     def _bind_constants(self, binding, w, context, eta, sigma_y, cfg_scale) -> dict:
         """Bind the inputs that stay fixed over a restoration; returns the values to keep."""
         values = {k: self._value(v)
-                  for k, v in step_constants(w, context, eta, sigma_y, cfg_scale).items()}
+                  for k, v in step_io.step_constants(w, context, eta, sigma_y, cfg_scale).items()}
         for name, v in values.items():
             binding.bind_ortvalue_input(name, v)
         return values
@@ -176,11 +166,10 @@ class OrtGraphs:
         session = self.session(self.step_graph)
         binding = session.io_binding()
         values = self._bind_constants(binding, w, context, eta, sigma_y, cfg_scale)
-        for name, array in (("z_t", z), ("timestep", np.asarray(timestep).reshape(1)),
-                            ("coefficients", coefficients), ("noise", noise)):
+        for name, array in step_io.step_inputs(z, timestep, coefficients, noise).items():
             values[name] = self._value(array)
             binding.bind_ortvalue_input(name, values[name])
-        for name in ("z_prev", "loss"):
+        for name in step_io.STEP_OUTPUTS:
             binding.bind_output(name, self.device)
 
         def run():
@@ -220,16 +209,16 @@ class OrtGraphs:
         loss = OrtValue.ortvalue_from_shape_and_type([], np.float32, device, 0)
         binding = session.io_binding()
         self._bind_constants(binding, w, context, eta, sigma_y, cfg_scale)
-        binding.bind_ortvalue_output("loss", loss)
+        binding.bind_ortvalue_output(step_io.LOSS, loss)
         losses = np.empty(steps, np.float32)
         for i in range(steps):
             current, following = buffers[i % 2], buffers[(i + 1) % 2]
             t_value, c_value, n_value = per_step[i]
-            binding.bind_ortvalue_input("z_t", current)
-            binding.bind_ortvalue_input("timestep", t_value)
-            binding.bind_ortvalue_input("coefficients", c_value)
-            binding.bind_ortvalue_input("noise", n_value)
-            binding.bind_ortvalue_output("z_prev", following)
+            binding.bind_ortvalue_input(step_io.Z_T, current)
+            binding.bind_ortvalue_input(step_io.TIMESTEP, t_value)
+            binding.bind_ortvalue_input(step_io.COEFFICIENTS, c_value)
+            binding.bind_ortvalue_input(step_io.NOISE, n_value)
+            binding.bind_ortvalue_output(step_io.Z_PREV, following)
             session.run_with_iobinding(binding, self._run_options(self.step_graph))
             losses[i] = loss.numpy()
             if not np.isfinite(losses[i]):

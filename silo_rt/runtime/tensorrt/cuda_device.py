@@ -19,7 +19,7 @@ import os
 import re
 from importlib import metadata
 
-from ..errors import SiloError
+from ...errors import SiloError
 
 INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver
 NO_DEVICE = 100  # cudaErrorNoDevice

@@ -20,8 +20,8 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle_format import Manifest, load_manifest, sha256_file
-from ..errors import SiloError
+from ...bundle_format import Manifest, load_manifest, sha256_file
+from ...errors import SiloError
 
 PLAN_FOLDER = "tensorrt"
 """Where a bundle keeps its TensorRT plans (the manifest lists them under ``engines``)."""
@@ -31,7 +31,7 @@ ENTRY_FILE = "entry.json"
 def user_cache_root() -> Path:
     """``<cache root>/silo-rt/engines`` (:func:`silo_rt.environment.cache_root`: an absolute
     ``$XDG_CACHE_HOME``, else ``~/.cache``)."""
-    from ..environment import cache_root
+    from ...environment import cache_root
 
     return cache_root() / "silo-rt" / "engines"
 
@@ -101,7 +101,7 @@ class PlanStore:
 
     def record(self, key_folder: str, entry: dict) -> None:
         """Write the entry of a read-only bundle's plans (atomically)."""
-        from ..images import atomic_write
+        from ...images import atomic_write
 
         text = json.dumps(entry, indent=1)
         atomic_write(self.plan_folder(key_folder) / ENTRY_FILE,

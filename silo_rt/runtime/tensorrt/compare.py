@@ -2,7 +2,7 @@
 
 For each graph of a bundle (``vae_encoder``, ``vae_decoder``, ``step`` and ``step_fp16``
 where present), polygraphy builds a TensorRT engine (strongly typed, TF32 off, as
-:mod:`.engines` builds them) and an ONNX Runtime CPU session from the same ONNX file, feeds
+:mod:`.build` builds them) and an ONNX Runtime CPU session from the same ONNX file, feeds
 both the same seeded inputs and compares every output within ``rtol``/``atol``. With
 ``mark_all`` every intermediate tensor is marked as an output in both, and the first one, in
 the ONNX graph's order, that disagrees is reported: where the engine first parts from ONNX
@@ -13,7 +13,7 @@ Needs a CUDA GPU, NVIDIA's ``tensorrt`` (polygraphy does not drive ``tensorrt_rt
 (``ok`` None). ``against="onnxrt"`` compares ONNX Runtime with itself: the CPU self-check of
 this module's plumbing that the tests run.
 
-Usage: ``python -m silo_rt.runtime.trt_compare BUNDLE|--demo TASK [--json FILE]``.
+Usage: ``python -m silo_rt.runtime.tensorrt.compare BUNDLE|--demo TASK [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import SiloError
+from ...errors import SiloError
+from .. import step_io
+from . import api, cuda_device
 
 RTOL = {"fp32": 1e-3, "fp16": 5e-2}
 """Relative tolerance per graph precision (fp32 engines keep TF32 off)."""
 ATOL = {"fp32": 1e-4, "fp16": 1e-2}
-VALUE_RANGES = {"timestep": (1.0, 999.0), "sigma_y": (0.0, 0.1), "eta": (0.0, 1.0),
-                "cfg_scale": (1.0, 7.5)}
-"""Input ranges for polygraphy's data loader; every other input is drawn from [-1, 1]."""
 
 
 @dataclass
@@ -81,16 +80,12 @@ def _missing() -> str | None:
     """Why polygraphy cannot compare TensorRT here (None: it can)."""
     if why := _no_polygraphy():
         return why
-    from .engines import import_tensorrt
-
     try:
-        _, flavor = import_tensorrt()
+        _, flavor = api.import_tensorrt()
     except SiloError as exc:
         return str(exc)
     if flavor != "tensorrt":
         return "polygraphy drives NVIDIA's `tensorrt`, not TensorRT-RTX (install `tensorrt`)"
-    from . import cuda_device
-
     try:
         cuda_device.this_device()
     except SiloError as exc:  # no cuda-python, no driver, no GPU
@@ -144,8 +139,9 @@ def compare_graph(onnx_path: Path, graph: str | None = None, precision: str = "f
     model = onnx.load(str(onnx_path), load_external_data=False)
     inputs = {i.name for i in model.graph.input}
     runners = _runners(onnx_path, against, mark_all, optimization_level)
-    loader = DataLoader(seed=seed, iterations=1, val_range={
-        "": (-1.0, 1.0), **{k: v for k, v in VALUE_RANGES.items() if k in inputs}})
+    ranges = {spec.name: spec.value_range for io in step_io.GRAPHS.values()
+              for spec in io.inputs if spec.name in inputs}
+    loader = DataLoader(seed=seed, iterations=1, val_range={"": (-1.0, 1.0), **ranges})
     results = Comparator.run(list(runners), data_loader=loader)
     accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
         rtol=RTOL[precision], atol=ATOL[precision]))
@@ -165,15 +161,17 @@ def compare_graph(onnx_path: Path, graph: str | None = None, precision: str = "f
 def compare_bundle(bundle: Path, mark_all: bool = True, against: str = "trt",
                    log=lambda line: None) -> list[Comparison]:
     """:func:`compare_graph` for the bundle's engine graphs, one line each to ``log``."""
-    from ..bundle_format import load_manifest
+    from ...bundle_format import load_manifest
 
     manifest = load_manifest(bundle, verify=True)
     verdicts = []
-    for name in ("vae_encoder", "vae_decoder", "step", "step_fp16"):
+    engine_graphs = (step_io.VAE_ENCODER, step_io.VAE_DECODER, *step_io.STEP_GRAPHS.values())
+    for name in engine_graphs:
         if name not in manifest.graphs:
             continue
         verdict = compare_graph(Path(bundle) / manifest.graphs[name].file, name,
-                                "fp16" if name == "step_fp16" else "fp32", mark_all, against)
+                                "fp16" if name == step_io.STEP_FP16 else "fp32", mark_all,
+                                against)
         log(verdict.line())
         verdicts.append(verdict)
     return verdicts
@@ -184,7 +182,7 @@ def main(argv=None) -> int:
     disagrees, 0 otherwise (also when the comparison cannot run here: it says why)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m silo_rt.runtime.trt_compare")
+    parser = argparse.ArgumentParser(prog="python -m silo_rt.runtime.tensorrt.compare")
     parser.add_argument("bundle", nargs="?", type=Path)
     parser.add_argument("--demo", help="an embedded demo bundle's task instead of BUNDLE")
     parser.add_argument("--json", type=Path, help="write the verdicts here")
@@ -195,7 +193,7 @@ def main(argv=None) -> int:
         parser.error("give a BUNDLE or --demo TASK")
     try:
         if args.demo:
-            from ..demo import demo_bundle
+            from ...demo import demo_bundle
 
             bundle = demo_bundle(args.demo)
         else:
