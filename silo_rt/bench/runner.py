@@ -12,6 +12,7 @@ from ..backends import GPU_BACKENDS
 from ..degradations import get_degradation
 from ..errors import SiloError, error_summary
 from ..provenance import package_versions
+from ..runtime import step_io
 from .config import BenchConfig
 from .memory import memory_mib, reset_peak
 from .report import SCHEMA, derive_ratios, gpu_precision
@@ -30,12 +31,12 @@ def _step_flops(step, inputs) -> float:
     """FLOPs of one guided step (UNet + H_θ forward and the input gradient)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    names = ("z_t", "timestep", "coefficients", "noise", "w", "eta", "context", "sigma_y")
-    kw = dict(zip(names, inputs))
-    z = kw["z_t"].clone().requires_grad_()
+    io = step_io
+    kw = dict(zip(io.STEP_IO.input_names(), inputs))
+    z = kw[io.Z_T].clone().requires_grad_()
     with FlopCounterMode(display=False) as counter:
-        loss, _ = step.measurement_loss(z, kw["timestep"], kw["coefficients"], kw["w"],
-                                        kw["context"], kw["sigma_y"])
+        loss, _ = step.measurement_loss(z, kw[io.TIMESTEP], kw[io.COEFFICIENTS], kw[io.W],
+                                        kw[io.CONTEXT], kw[io.SIGMA_Y])
         loss.backward()
     return float(counter.get_total_flops())
 
