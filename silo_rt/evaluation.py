@@ -26,6 +26,7 @@ import numpy as np
 from .degradations import get_degradation
 from .errors import SiloError
 from .images import OutputPlan, psnr, read_image, to_uint8
+from .records import recorded_path
 from .resize import DEFAULT_RESIZER
 
 METHODS = ("silo", "silo_keep_measured", "baseline")
@@ -246,7 +247,8 @@ def evaluate_bundle(bundle: Path, images: Path, out: Path, sigma_y: float | None
     keys = ("psnr", "ssim", "sharpness", "seconds", "cpsnr", *RESAMPLE_COUNTS)
 
     report = {
-        "task": task, "bundle": str(bundle), "images": str(images), "count": len(per_image),
+        "task": task, "bundle": recorded_path(bundle), "images": recorded_path(images),
+        "count": len(per_image),
         "sigma_y": sigma_y, "seed": seed, "steps": steps or runner.steps,
         "backend": runner.label,
         "baseline_weights": (None if baseline_weights is None

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .records import recorded_path
+
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 """The file ``torch-fidelity`` loads for its Inception-v3 feature extractor."""
 
@@ -40,7 +42,8 @@ def inception_features(weights_dir: Path | None):
     path = find_inception(weights_dir)
     if path is None:
         where = f"{weights_dir} nor " if weights_dir else "no --metrics-weights; not in "
-        return None, f"{INCEPTION_WEIGHTS} not found ({where}{_hub_checkpoints()})"
+        # the line goes into reports: the hub folder without the machine's home directory
+        return None, f"{INCEPTION_WEIGHTS} not found ({where}{recorded_path(_hub_checkpoints())})"
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError:

@@ -1,6 +1,6 @@
 """Reading back the small JSON files silo-rt itself writes (logs, progress records), never
 trusting them: a damaged or foreign file is one :class:`SiloError` line or a skipped line,
-never a traceback (numpy-free, light).
+never a traceback (numpy-free, light); and the paths those records name.
 """
 
 from __future__ import annotations
@@ -48,3 +48,17 @@ def read_json_object(path: Path, what: str, fields: dict[str, type] | None = Non
             raise SiloError(f"{what} {path}: {name} is {value!r}, not "
                             f"{'a number' if kind in (int, float) else kind.__name__}")
     return data
+
+
+def recorded_path(path: Path | str) -> str:
+    """``path`` as a record (a report, a bench result) names it, without the machine's
+    absolute layout: relative to the current directory when inside it, ``~/…`` under the
+    home directory, otherwise its last component alone (what a reader elsewhere can use)."""
+    path = Path(path).expanduser().absolute()
+    for base, shown in ((Path.cwd(), None), (Path.home(), "~")):
+        try:
+            relative = path.relative_to(base)
+        except ValueError:
+            continue
+        return relative.as_posix() if shown is None else f"{shown}/{relative.as_posix()}"
+    return path.name

@@ -125,6 +125,8 @@ def test_evaluate_reports_silo_and_the_baseline(tmp_path, capsys):
           "--steps", "10", "--threads", "2"])
     report = json.loads((tmp_path / "ip.json").read_text())
     assert report["count"] == 2 and report["steps"] == 10
+    # paths as records name them (tmp_path lies outside the current directory and home)
+    assert report["images"] == "images" and not Path(report["bundle"]).is_absolute()
     assert set(report["mean"]) == {"silo", "silo_keep_measured", "baseline"}
     # The baseline numbers are those of an independent recomputation (image i uses seed i).
     x = read_image(images / "b.png")

@@ -12,6 +12,7 @@ from ..backends import GPU_BACKENDS
 from ..degradations import get_degradation
 from ..errors import SiloError, error_summary
 from ..provenance import package_versions
+from ..records import recorded_path
 from ..runtime import step_io
 from .config import BenchConfig
 from .memory import memory_mib, reset_peak
@@ -116,7 +117,7 @@ def run_bench(config: BenchConfig) -> dict:
         "machine": machine_info(),
         "versions": package_versions(("silo-rt", "torch", "diffusers", "onnx",
                                      "onnxruntime", "openvino")),
-        "config": {**{k: (str(v) if isinstance(v, Path) else v)
+        "config": {**{k: (recorded_path(v) if isinstance(v, Path) else v)
                       for k, v in asdict(config).items() if k != "log"},
                    "image_size": work.image_size, "operator_label": operator_label,
                    "prior_random_weights": work.prior.is_random},

@@ -32,6 +32,7 @@ from ..backends import BUNDLE_BACKENDS, check_backends
 from ..degradations import get_degradation
 from ..errors import SiloError, error_summary
 from ..provenance import package_versions
+from ..records import recorded_path
 from .subject import Subject
 from .timing import machine_info
 
@@ -111,7 +112,7 @@ def run_scaling(config: ScalingConfig) -> dict:
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": machine_info(),
             "versions": package_versions(("silo-rt", "torch", "onnxruntime", "openvino")),
-            "config": {k: (str(v) if isinstance(v, Path) else v)
+            "config": {k: (recorded_path(v) if isinstance(v, Path) else v)
                        for k, v in asdict(config).items() if k != "log"},
             "points": points, "failed": failed}
 
