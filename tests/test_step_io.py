@@ -94,6 +94,12 @@ def test_the_backends_feeds_are_the_step_contract():
         assert array.shape == step.spec(name).resolve(DIMS), name
     assert step_io.CFG_SCALE not in step_io.step_constants(latent, context, 0.5, 0.02, None)
     assert step_io.STEP_OUTPUTS == (step_io.Z_PREV, step_io.LOSS)
+    measurement = rng.standard_normal((2, 3, 16, 16))
+    encoder = step_io.encoder_inputs(measurement, latent)
+    assert tuple(encoder) == step_io.GRAPHS[step_io.VAE_ENCODER].input_names()
+    assert encoder[step_io.MEASUREMENT] is measurement and encoder[step_io.NOISE] is latent
+    assert tuple(step_io.decoder_inputs(latent)) == \
+        step_io.GRAPHS[step_io.VAE_DECODER].input_names()
 
 
 def test_manifest_dims_of_the_demo_bundle():
