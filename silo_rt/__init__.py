@@ -2,11 +2,16 @@
 
 Subpackages and modules, by audience:
 
-* reference (PyTorch): :mod:`degradations`, :mod:`prior`, :mod:`operators`, :mod:`sampler`,
-  :mod:`baselines`, :mod:`training`;
-* export: :mod:`silo_rt.export` (ONNX graphs + bundle manifest);
-* runtime: :mod:`silo_rt.runtime` (numpy + ONNX Runtime, no torch);
-* shared, dependency-light: :mod:`errors`, :mod:`noise`, :mod:`tasks`, :mod:`images`.
+* reference (PyTorch): :mod:`degradations`, :mod:`prior`, :mod:`operators`, :mod:`latents`,
+  :mod:`step`, :mod:`sampler`, :mod:`baselines`, :mod:`resample`, :mod:`training`,
+  :mod:`prior_training`;
+* export: :mod:`silo_rt.export` (ONNX graphs + bundle manifest, :mod:`bundle_format`);
+* runtime: :mod:`silo_rt.runtime` (numpy and one graph backend: ONNX Runtime, OpenVINO or
+  TensorRT, as :mod:`backends` lists them; no torch);
+* shared, dependency-light: :mod:`errors`, :mod:`noise`, :mod:`schedule`, :mod:`images`,
+  :mod:`records`, the task table in :mod:`degradations`;
+* front ends: :mod:`cli`, :mod:`bench`, :mod:`evaluation`, :mod:`datasets`, :mod:`posterior`,
+  :mod:`tuning`.
 """
 
 __version__ = "0.1.0"
