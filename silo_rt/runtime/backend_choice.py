@@ -5,8 +5,12 @@ ONNX Runtime is the CPU backend the parity tests hold to the PyTorch reference. 
 (OpenVINO, when installed) is used only after it passed a check on this machine: one step of
 the bundle's own ``step`` graph, run by both, must agree, and so must the step's guidance part
 (the difference η makes), which is where a wrong gradient shows; then the faster of the two
-wins (median of three steps each, one backend after the other). Speed only: on sd15-random
-OpenVINO's restoration peaks higher (18.4 vs 13.1 GiB, ``benchmarks/README.md``).
+wins (median of three steps each, one backend after the other).
+
+Memory comes first: a candidate whose restoration would not fit in the memory this machine
+has available now (``MemAvailable``) is skipped, and the line says so. Its need is estimated
+from the bundle's graph files before it has been checked (:data:`PEAK_PER_GRAPH_BYTE`) and
+from the peak the check measured afterwards (:func:`estimated_peak`).
 
 The verdict is cached per bundle, machine and library versions in
 ``$XDG_CACHE_HOME/silo-rt/auto-backend.json`` (``~/.cache`` by default), so only the first
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bench.memory import memory_mib, reset_peak
 from ..bundle_format import Manifest
 from ..errors import SiloError
 from ..images import atomic_write
@@ -39,6 +44,11 @@ GUIDANCE_TOLERANCE = 5e-2
 step was 1.4e-6 off on the demo and 9.4e-3 on random-weight ``small`` (whose guidance is
 0.3 % of the step), the one with wrongly shared conv weights 0.26."""
 TIMED_STEPS = 3
+RESTORATION_GRAPHS = ("vae_encoder", "step", "vae_decoder")
+"""The graphs a CPU restoration holds open at once."""
+PEAK_PER_GRAPH_BYTE = {"ort": 2.5, "openvino": 3.5}
+"""A restoration's peak RSS per byte of its graph files (:data:`RESTORATION_GRAPHS`), before
+a check has measured the step: sd15-random, sr8 at 512 px, ``benchmarks/memory/``."""
 PIN_VARIABLE = "SILO_RT_AUTO_CPU"
 """``ort`` or ``openvino``: what ``auto`` runs on a CPU without checking (the same backend
 on every machine, e.g. for outputs that must match across machines)."""
@@ -55,6 +65,9 @@ class Verdict:
     candidate_ms: float
     ort_ms: float
     checked: str
+    candidate_step_mib: float = 0.0
+    ort_step_mib: float = 0.0
+    """Peak RSS growth while each backend loaded and ran the step (0: not measured here)."""
 
     @property
     def use_candidate(self) -> bool:
@@ -113,7 +126,8 @@ def _load_cache() -> dict:
 
 
 VERDICT_TYPES = {"candidate": str, "parity": bool, "z_rel": float, "guidance_rel": float,
-                 "candidate_ms": float, "ort_ms": float, "checked": str}
+                 "candidate_ms": float, "ort_ms": float, "checked": str,
+                 "candidate_step_mib": float, "ort_step_mib": float}
 
 
 def _cached(key: str) -> Verdict | None:
@@ -202,9 +216,13 @@ def check_candidate(candidate_graphs, ort_graphs: OrtGraphs, bundle: Path,
     """
     inputs = _probe_inputs(bundle, manifest)
     eta = manifest.eta if manifest.eta > 0 else 1.0
-    results = {}
+    results, peaks = {}, {}
     for label, graphs in (("ort", ort_graphs), ("candidate", candidate_graphs)):
+        reset_peak()
+        before = memory_mib()
         call, z = _one_step(graphs, inputs, eta)
+        after = memory_mib()
+        peaks[label] = (after["hwm"] - before["rss"]) if before and after else 0.0
         _, z_without = _one_step(graphs, inputs, 0.0)
         timed = []
         for _ in range(TIMED_STEPS):
@@ -222,7 +240,51 @@ def check_candidate(candidate_graphs, ort_graphs: OrtGraphs, bundle: Path,
     guidance_rel = rel(results["candidate"][1], results["ort"][1])
     return Verdict(name, z_rel <= Z_TOLERANCE and guidance_rel <= GUIDANCE_TOLERANCE,
                    z_rel, guidance_rel, results["candidate"][2], results["ort"][2],
-                   time.strftime("%Y-%m-%d"))
+                   time.strftime("%Y-%m-%d"), round(peaks["candidate"], 1),
+                   round(peaks["ort"], 1))
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can give a new process without swapping (Linux ``MemAvailable``;
+    None where unknown, and then nothing is skipped for memory)."""
+    with suppress(OSError, ValueError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _graph_bytes(bundle: Path, manifest: Manifest, graphs) -> int:
+    """Bytes of the files (ONNX and external data) of ``graphs``."""
+    stems = tuple(manifest.graphs[g].file for g in graphs if g in manifest.graphs)
+    return sum((Path(bundle) / f).stat().st_size for f in manifest.files if f.startswith(stems))
+
+
+def estimated_peak(bundle: Path, manifest: Manifest, backend: str,
+                   verdict: Verdict | None = None) -> int:
+    """Bytes a restoration of ``bundle`` with ``backend`` (``ort`` or the verdict's candidate)
+    is expected to peak at: the step's measured growth (``verdict``) plus the VAE graphs'
+    share, or, unmeasured, :data:`PEAK_PER_GRAPH_BYTE` times the graph files' size."""
+    factor = PEAK_PER_GRAPH_BYTE[backend]
+    measured = 0.0
+    if verdict is not None:
+        measured = verdict.ort_step_mib if backend == "ort" else verdict.candidate_step_mib
+    if measured > 0:
+        vae = _graph_bytes(bundle, manifest, ("vae_encoder", "vae_decoder"))
+        return int(measured * 2**20 + factor * vae)
+    return int(factor * _graph_bytes(bundle, manifest, RESTORATION_GRAPHS))
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
+def _too_big(bundle, manifest, backend, verdict, available) -> str | None:
+    """Why ``backend`` would not fit in ``available`` bytes, or None."""
+    need = estimated_peak(bundle, manifest, backend, verdict)
+    if available is None or need <= available:
+        return None
+    return f"needs about {_gib(need)}, {_gib(available)} available"
 
 
 def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = None,
@@ -246,9 +308,19 @@ def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = N
     if not openvino_available():
         return "ort", ort_graphs, "ort (OpenVINO is not installed)"
     key = _key(bundle, manifest, "openvino", threads)
+    available = available_memory()
+
+    def ort_line(line: str, verdict: Verdict | None) -> str:
+        too_big = _too_big(bundle, manifest, "ort", verdict, available)
+        return line if too_big is None else f"{line}; ort itself {too_big}: expect swapping"
+
     try:
         with _checking_alone():  # processes starting together (accelerate) check once
             verdict = _cached(key)
+            too_big = _too_big(bundle, manifest, "openvino", verdict, available)
+            if too_big is not None:  # not even checked: the check would not fit either
+                return "ort", ort_graphs, ort_line(f"ort (openvino skipped: it {too_big})",
+                                                   verdict)
             candidate = None
             if verdict is None or verdict.use_candidate:
                 candidate = OpenVinoGraphs(bundle, manifest, threads)
@@ -259,9 +331,12 @@ def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = N
                 _store(key, verdict)
     except SiloError as exc:
         return "ort", ort_graphs, f"ort (OpenVINO cannot run this bundle: {exc})"
-    if verdict.use_candidate:
+    too_big = _too_big(bundle, manifest, "openvino", verdict, available)  # as measured
+    if verdict.use_candidate and too_big is None:
         ort_graphs.close()
         return "openvino", candidate, verdict.describe()
     if candidate is not None:
         candidate.close()
-    return "ort", ort_graphs, verdict.describe()
+    if verdict.use_candidate:
+        return "ort", ort_graphs, ort_line(f"ort (openvino skipped: it {too_big})", verdict)
+    return "ort", ort_graphs, ort_line(verdict.describe(), verdict)
