@@ -33,7 +33,7 @@ import numpy as np
 
 WINDOWS = {"128x128": (128, 128), "96x160": (96, 160)}  # name: (height, width)
 OVERLAPS = (0, 2, 4)
-STEPS = 100
+STEPS = 50
 SEED = 0
 
 
@@ -65,10 +65,10 @@ def _runner(threads: int):
 def heldout_windows(data: Path):
     """``(name, window (1, 3, H, W), (top, left) of the 64 px crop in it)`` for each
     held-out crop and window shape, cut from the photographs the crops came from."""
-    from silo_rt.demo.data import EVAL_SCALE, EVAL_SIZE, HELDOUT_IMAGES, _load, _rescale
+    from silo_rt.demo.data import EVAL_SIZE, HELDOUT_IMAGES, heldout_photograph
 
     for photo in HELDOUT_IMAGES:
-        image = _rescale(_load(photo), EVAL_SCALE)
+        image = heldout_photograph(photo)
         h, w = image.shape[:2]
         index = 0
         for top in range(0, h - EVAL_SIZE + 1, EVAL_SIZE):

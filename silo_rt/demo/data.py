@@ -62,6 +62,14 @@ def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
 
 
+def heldout_photograph(name: str) -> np.ndarray:
+    """A held-out photograph (one of :data:`HELDOUT_IMAGES`) at the scale its evaluation
+    crops were cut at, ``(H, W, 3)`` uint8 (``chelsea``: 226×150, ``coffee``: 300×200)."""
+    if name not in HELDOUT_IMAGES:
+        raise SiloError(f"{name!r} is not a held-out photograph ({', '.join(HELDOUT_IMAGES)})")
+    return _rescale(_load(name), EVAL_SCALE)
+
+
 def _tiles(image: np.ndarray, size: int, stride: int):
     h, w = image.shape[:2]
     for top in range(0, h - size + 1, stride):
