@@ -19,7 +19,7 @@ import numpy as np
 
 from ..backends import StepCallback
 from ..bundle_format import Manifest
-from ..errors import SiloError
+from ..errors import SiloError, first_line
 from . import step_io
 from .finite import check_losses
 from .ort_backend import release_freed_heap
@@ -127,8 +127,8 @@ class OpenVinoGraphs:
             except SiloError:
                 raise
             except Exception as exc:  # OpenVINO raises its own exception types
-                raise SiloError(f"OpenVINO cannot load {path.name}: "
-                                f"{str(exc).strip().splitlines()[0]}") from None
+                raise SiloError(f"OpenVINO cannot load {path.name}: {first_line(exc)}") \
+                    from None
             self._requests[name] = compiled.create_infer_request()
             del model, compiled  # the request keeps what it needs
             release_freed_heap()  # the parsed ONNX model and compile-time copies

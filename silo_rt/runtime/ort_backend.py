@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backends import StepCallback
 from ..bundle_format import Manifest
-from ..errors import SiloError
+from ..errors import SiloError, first_line
 from . import step_io
 from .finite import check_losses
 
@@ -129,8 +129,7 @@ class OrtGraphs:
                 self._sessions[name] = ort.InferenceSession(str(path), self._options,
                                                             providers=self.providers)
             except Exception as exc:  # onnxruntime raises its own exception types
-                raise SiloError(f"cannot load {path.name}: {str(exc).splitlines()[0]}") \
-                    from None
+                raise SiloError(f"cannot load {path.name}: {first_line(exc)}") from None
             release_freed_heap()
         return self._sessions[name]
 

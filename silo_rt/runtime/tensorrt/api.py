@@ -163,6 +163,6 @@ def format_parser_error(error) -> str:
     try:
         node, op, desc = error.node_name(), error.node_operator(), error.desc()
     except AttributeError:
-        return str(error).splitlines()[0]
+        return first_line(error)
     where = f"node {error.node()} {node or '(unnamed)'} ({op})" if op else "the model"
     return f"{where}: {desc}"
