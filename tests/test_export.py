@@ -54,7 +54,10 @@ def exported(request, tiny_prior, tmp_path_factory):
     assert stages == ["vae_encoder", "vae_decoder", "unet_h", "step", "step_fp16"]
     assert load_manifest(out).export_passes == {
         "graph vae_encoder": "applied", "graph vae_decoder": "applied",
-        "graph unet_h": "applied", "graph step": "applied", "graph step_fp16": "applied",
+        "graph unet_h": "applied",
+        "graph step": "applied: attention recomputed in the backward, 1024 query rows a chunk",
+        "graph step_fp16": "applied: attention recomputed in the backward, 1024 query rows "
+                           "a chunk",
         "fp16 weights": "skipped: weights fp32", "onnx check": "applied",
         "tensorrt check": "skipped: not asked (--check trt)"}
     from silo_rt.export.passes import refused_by_tensorrt

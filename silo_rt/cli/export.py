@@ -71,6 +71,13 @@ from .recipe import recipe_option
               show_default=True,
               help="fp16: round the weights to half precision and store them so (bundle half "
                    "the size, still computed in fp32; used by the embedded demo)")
+@click.option("--attention", type=click.Choice(["recompute", "keep"]), default="recompute",
+              show_default=True,
+              help="the step's attention backward: recompute rebuilds each query chunk's "
+                   "probabilities from Q and K (sd15 at 512 px: GiBs less memory), keep stores "
+                   "them from the forward")
+@click.option("--attention-chunk", type=click.IntRange(1, None), default=None,
+              help="query rows a chunk with --attention recompute [default: 1024]")
 @click.option("--no-unet-h", is_flag=True,
               help="leave out the unet_h graph (used by bench and parity checks, not by "
                    "restore)")
@@ -78,7 +85,7 @@ from .recipe import recipe_option
               help="bundle folder to write, e.g. engines/sr8-512")
 def export(operator_path, arch, time_input, model, task, size, batch, steps, eta, prompt,
            cfg_scale, sigma_y, precision, checks, compare, engines, opt_level, weights,
-           no_unet_h, out):
+           attention, attention_chunk, no_unet_h, out):
     """Export a prior + operator to a bundle of ONNX graphs with a manifest.
 
     The bundle holds the VAE encoder and decoder, the UNet + H_theta forward, and the fused
@@ -125,7 +132,10 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
 
     export_options = ExportOptions(sampling=options, image_size=size, batch=batch,
                                    include_unet_h=not no_unet_h, weights=weights,
-                                   precision=precision, check_tensorrt="trt" in checks)
+                                   precision=precision, check_tensorrt="trt" in checks,
+                                   attention=attention,
+                                   **({} if attention_chunk is None
+                                      else {"attention_chunk": attention_chunk}))
     manifest = export_bundle(prior, operator, config, export_options, out, on_stage=stage,
                              log=lambda line: click.echo(line, err=True))
     from ..export.passes import refused_by_tensorrt

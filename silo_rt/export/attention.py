@@ -26,6 +26,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 ATTENTION_MODES = ("recompute", "keep")
+DEFAULT_ATTENTION = "recompute"
 DEFAULT_CHUNK = 1024
 """Query rows per chunk of :class:`RecomputedAttention` (chosen on ``small``/sd15-random,
 ``benchmarks/memory/README.md``)."""

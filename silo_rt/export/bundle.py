@@ -38,6 +38,7 @@ from ..sampler import SamplingOptions, batch_context
 from ..schedule import alphas_record, from_scheduler
 from ..step import GuidedStep
 from .atomic import check_export_target, export_lock, publish_modes, replace_dir
+from .attention import ATTENTION_MODES, DEFAULT_ATTENTION, DEFAULT_CHUNK
 from .graphs import UNetOperatorGraph
 from .passes import (
     BundleDraft,
@@ -64,6 +65,8 @@ class ExportOptions:
     weights: str = "fp32"  # "fp16": weights rounded to and stored in half precision
     precision: str = "fp32"  # "fp16": also a strongly typed fp16 step graph, ``step_fp16``
     check_tensorrt: bool = False  # parse and build every graph with TensorRT(-RTX)
+    attention: str = DEFAULT_ATTENTION  # the step's attention backward: recompute | keep
+    attention_chunk: int = DEFAULT_CHUNK  # query rows a chunk, with recompute
 
     def __post_init__(self):
         if not (isinstance(self.batch, int) and 1 <= self.batch <= MAX_BATCH):
@@ -76,6 +79,12 @@ class ExportOptions:
             raise SiloError(f"weights must be fp32 or fp16, got {self.weights!r}")
         if self.precision not in ("fp32", "fp16"):
             raise SiloError(f"precision must be fp32 or fp16, got {self.precision!r}")
+        if self.attention not in ATTENTION_MODES:
+            raise SiloError(f"attention must be one of {', '.join(ATTENTION_MODES)}, "
+                            f"got {self.attention!r}")
+        if not (isinstance(self.attention_chunk, int) and self.attention_chunk >= 1):
+            raise SiloError(f"attention chunk must be a positive integer, got "
+                            f"{self.attention_chunk!r}")
 
 
 def _check_steps(prior, steps: int) -> None:
@@ -162,7 +171,8 @@ def export_passes(prior, operator, options: ExportOptions) -> list[ExportPass]:
     def write(graph, module, skip=None):  # the graph's tensors named as step_io says
         io = step_io.GRAPHS[graph]
         return WriteGraph(graph, module, io.input_names(sampling.cfg_scale > 1.0),
-                          io.output_names, skip=skip)
+                          io.output_names, skip=skip,
+                          attention=(options.attention, options.attention_chunk))
 
     return [
         write(step_io.VAE_ENCODER, MeasurementEncoder(prior, sampling.task, options.image_size)),

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SiloError
-from .attention import DEFAULT_CHUNK, export_attention
+from .attention import DEFAULT_ATTENTION, DEFAULT_CHUNK, export_attention
 from .decompositions import gradient_decompositions, recompute_layer_norm_statistics
 
 OPSET = 18
@@ -77,7 +77,7 @@ def export_forward(module: torch.nn.Module, inputs, input_names, output_names,
         return _export(module, inputs, input_names, output_names, path)
 
 
-def trace_step(step: torch.nn.Module, inputs, attention: str = "keep",
+def trace_step(step: torch.nn.Module, inputs, attention: str = DEFAULT_ATTENTION,
                chunk: int = DEFAULT_CHUNK) -> torch.fx.GraphModule:
     """Trace a :class:`~silo_rt.step.GuidedStep` (frozen weights) to forward-only ATen ops;
     ``attention``/``chunk``: how attention's backward is written (:mod:`.attention`)."""
@@ -114,7 +114,8 @@ def trace_step(step: torch.nn.Module, inputs, attention: str = "keep",
 
 
 def export_step(step: torch.nn.Module, inputs, input_names, output_names,
-                path: Path, attention: str = "keep", chunk: int = DEFAULT_CHUNK) -> list[Path]:
+                path: Path, attention: str = DEFAULT_ATTENTION,
+                chunk: int = DEFAULT_CHUNK) -> list[Path]:
     """Trace the guided step (``attention``: see :func:`trace_step`) and write it as one ONNX
     graph."""
     return _export(trace_step(step, inputs, attention, chunk), inputs, input_names,

@@ -75,9 +75,11 @@ class WriteGraph(ExportPass):
     the example inputs ``input_names`` and write ``<graph>.onnx``."""
 
     def __init__(self, graph: str, module: torch.nn.Module | None, input_names, output_names,
-                 skip: str | None = None):
+                 skip: str | None = None, attention: tuple[str, int] | None = None):
         self.name = f"graph {graph}"
         self.graph, self.module, self.skip = graph, module, skip
+        # (mode, query rows a chunk) of a step's attention backward; None: export_step's
+        self.attention = attention
         self.input_names, self.output_names = tuple(input_names), tuple(output_names)
 
     def skip_reason(self, draft):
@@ -89,7 +91,7 @@ class WriteGraph(ExportPass):
         start = time.perf_counter()
         if isinstance(self.module, GuidedStep):
             written = export_step(self.module, inputs, self.input_names, self.output_names,
-                                  path)
+                                  path, *(self.attention or ()))
             # z_prev has z_t's shape and the loss is a scalar: no need to run the step.
             outputs = (draft.example[step_io.Z_T], torch.zeros(()))
         else:
@@ -102,6 +104,9 @@ class WriteGraph(ExportPass):
         draft.graphs[self.graph] = GraphSpec(path.name, _shapes(self.input_names, inputs),
                                              _shapes(self.output_names, outputs))
         draft.report(self.graph, time.perf_counter() - start)
+        if isinstance(self.module, GuidedStep) and self.attention \
+                and self.attention[0] == "recompute":
+            return f"attention recomputed in the backward, {self.attention[1]} query rows a chunk"
         return None
 
 
