@@ -1,14 +1,19 @@
-"""Peak memory of an sd15-random export and of a restoration from its bundle (issue #13).
+"""Peak memory of an export and of a restoration from its bundle, stage by stage (#13, #26).
 
 Each part runs in its own process and reports the peak RSS of every stage (VmHWM, reset
 between stages), as ``silo-rt bench --sizes`` does:
 
-    python benchmarks/sd15_memory.py export  BUNDLE   # sr8, 512 px, 999-step schedule
-    python benchmarks/sd15_memory.py restore BUNDLE [--backend ort|openvino] [--steps 2]
+    python benchmarks/sd15_memory.py export  BUNDLE [--prior sd15-random] [--size 512]
+                                             [--attention recompute|keep] [--chunk 1024]
+    python benchmarks/sd15_memory.py restore BUNDLE [--backend ort|openvino] [--steps 3]
+                                             [--ort-config KEY=VALUE ...] [--ov-config K=V ...]
     python benchmarks/sd15_memory.py torch   -      [--steps 2]   # PyTorch eager, the peer
 
-The prior is ``sd15-random``: Stable Diffusion 1.5's architecture with random weights (a
-test and benchmark model, no download). Prints one JSON line.
+Export: sr8 with a 999-step schedule, no ``unet_h``. Restore: the stages of Algorithm 1 as
+the runtime runs them (each graph's session is created when it is first needed and kept),
+with every step's seconds. The default prior is ``sd15-random``: Stable Diffusion 1.5's
+architecture with random weights (a test and benchmark model, no download). Prints one JSON
+line.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ import numpy as np
 from silo_rt.bench.memory import Stages
 
 
-def export(bundle: str) -> dict:
+def export(bundle: str, prior_name: str, size: int, attention: str | None,
+           chunk: int | None) -> dict:
     from silo_rt.export import ExportOptions, export_bundle
+    from silo_rt.export.attention import DEFAULT_ATTENTION, DEFAULT_CHUNK
     from silo_rt.operators import OperatorConfig, build_operator
     from silo_rt.prior import load_prior
     from silo_rt.sampler import SamplingOptions
 
     stages = Stages()
     stages.mark("interpreter + imports")
-    prior = load_prior("sd15-random")
+    prior = load_prior(prior_name)
     config = OperatorConfig.for_prior(prior, "cnn", "sr8")
     operator = build_operator(config).eval().requires_grad_(False)
     stages.mark("prior + operator")
@@ -40,30 +47,85 @@ def export(bundle: str) -> dict:
         seconds[name] = round(s, 1)
         stages.mark(f"export: {name}")
 
+    attention, chunk = attention or DEFAULT_ATTENTION, chunk or DEFAULT_CHUNK
     start = time.perf_counter()
-    export_bundle(prior, operator, config,
-                  ExportOptions(SamplingOptions("sr8", steps=999), 512, include_unet_h=False),
-                  bundle, on_stage=on_stage)
+    options = ExportOptions(SamplingOptions("sr8", steps=999), size, include_unet_h=False,
+                            attention=attention, attention_chunk=chunk)
+    export_bundle(prior, operator, config, options, bundle, on_stage=on_stage)
     stages.mark("export: rest")
-    return {"what": "export", "seconds": round(time.perf_counter() - start, 1),
+    return {"what": "export", "prior": prior_name, "size": size, "attention": attention,
+            "chunk": chunk, "seconds": round(time.perf_counter() - start, 1),
             "stage_seconds": seconds, "peak_mib": stages.peak, "stages_mib": stages.rows}
 
 
-def restore(bundle: str, backend: str, steps: int) -> dict:
+def _pairs(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items)
+
+
+def _configure(graphs, ort_config: dict, ov_config: dict) -> None:
+    """Session options to try on top of the backend's own (``--ort-config``/``--ov-config``):
+    ORT session config entries, ``arena=0`` / ``mem_pattern=0`` for the two switches;
+    OpenVINO compile properties."""
+    if hasattr(graphs, "_options"):
+        for key, value in ort_config.items():
+            if key == "arena":
+                graphs._options.enable_cpu_mem_arena = value == "1"
+            elif key == "mem_pattern":
+                graphs._options.enable_mem_pattern = value == "1"
+            else:
+                graphs._options.add_session_config_entry(key, value)
+    elif ov_config:
+        graphs._config.update(ov_config)
+
+
+def _open(graphs, name: str) -> None:
+    (graphs.session if hasattr(graphs, "session") else graphs.request)(name)
+
+
+def restore(bundle: str, backend: str, steps: int, ort_config: dict, ov_config: dict) -> dict:
+    from silo_rt.noise import NoiseSource
     from silo_rt.runtime import BundleRunner
 
     stages = Stages()
     stages.mark("interpreter + imports")
     runner = BundleRunner(bundle, backend=backend, threads=2, verify=False)
+    graphs, m = runner.graphs, runner.manifest
+    _configure(graphs, ort_config, ov_config)
     stages.mark("manifest")
-    y = np.random.default_rng(0).uniform(-1, 1, runner.manifest.measurement_shape)
-    start = time.perf_counter()
-    x = runner.restore(y.astype(np.float32), steps=steps)
-    seconds = time.perf_counter() - start
-    stages.mark(f"restoration ({steps} steps; sessions created lazily inside)")
+    y = np.random.default_rng(0).uniform(-1, 1, m.measurement_shape).astype(np.float32)
+    noise = NoiseSource(0)
+    shape = tuple(m.latent_shape)
+    _open(graphs, "vae_encoder")
+    stages.mark("load vae_encoder")
+    w = graphs.run("vae_encoder", measurement=y, noise=noise.encoder_noise(shape))[0]
+    stages.mark("encode")
+    _open(graphs, graphs.step_graph)
+    stages.mark("load step")
+    timesteps, coefficients = runner.schedule(steps)
+    z = noise.initial_latent(shape) * np.float32(m.init_noise_sigma)
+    step_noise = noise.step_noise(len(timesteps), shape)
+    ticks = [time.perf_counter()]
+
+    def tick(i, t, latent, loss):
+        ticks.append(time.perf_counter())
+        if i == 0:
+            stages.mark("step 1")
+
+    z0 = graphs.run_steps(z, w, runner.context, timesteps, coefficients, step_noise, m.eta,
+                          m.sigma_y, None, tick)
+    stages.mark(f"steps 2-{steps}")
+    _open(graphs, "vae_decoder")
+    stages.mark("load vae_decoder")
+    x = graphs.run("vae_decoder", z0=z0)[0]
+    stages.mark("decode")
     assert np.isfinite(x).all()
+    step_seconds = [round(b - a, 3) for a, b in zip(ticks, ticks[1:])]
     return {"what": "restore", "backend": runner.label, "steps": steps,
-            "seconds": round(seconds, 1), "peak_mib": stages.peak, "stages_mib": stages.rows}
+            "ort_config": ort_config, "ov_config": ov_config,
+            "step_seconds": step_seconds,
+            "median_step_s_after_first": (round(float(np.median(step_seconds[1:])), 3)
+                                          if steps > 1 else None),
+            "peak_mib": stages.peak, "stages_mib": stages.rows}
 
 
 def torch_restore(steps: int) -> dict:
@@ -95,15 +157,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("export", "restore", "torch"))
     parser.add_argument("bundle")
+    parser.add_argument("--prior", default="sd15-random")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--attention", default=None, help="recompute | keep (export's default)")
+    parser.add_argument("--chunk", type=int, default=None, help="(export's default)")
     parser.add_argument("--backend", default="ort")
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--ort-config", nargs="*", default=[])
+    parser.add_argument("--ov-config", nargs="*", default=[])
     args = parser.parse_args()
     if args.what == "export":
-        result = export(args.bundle)
+        result = export(args.bundle, args.prior, args.size, args.attention, args.chunk)
     elif args.what == "torch":
         result = torch_restore(args.steps)
     else:
-        result = restore(args.bundle, args.backend, args.steps)
+        result = restore(args.bundle, args.backend, args.steps, _pairs(args.ort_config),
+                         _pairs(args.ov_config))
     print(json.dumps(result))
 
 
