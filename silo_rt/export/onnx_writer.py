@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SiloError
+from ..errors import SiloError, first_line
 from .attention import DEFAULT_ATTENTION, DEFAULT_CHUNK, export_attention
 from .decompositions import gradient_decompositions, recompute_layer_norm_statistics
 
@@ -129,8 +129,7 @@ def check_graph(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise SiloError(f"{path.name} failed the ONNX checker: {str(exc).splitlines()[0]}") \
-            from None
+        raise SiloError(f"{path.name} failed the ONNX checker: {first_line(exc)}") from None
     model = onnx.load(str(path), load_external_data=False)
     domains = {node.domain for node in model.graph.node} - {"", "ai.onnx"}
     if domains:
