@@ -429,7 +429,7 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
                     processes: Processes | None = None, progress=None, *,
                     precision: str | None = None, sampler: str = "ddpm",
                     overwrite: bool = False, source: Path | None = None,
-                    overlap: int = DEFAULT_OVERLAP) -> dict:
+                    overlap: int | None = DEFAULT_OVERLAP) -> dict:
     """Restore every image of ``paths`` not done yet into ``out_dir`` (see the module rules).
 
     Args:

@@ -66,7 +66,7 @@ class ReferenceTileModel:
 
 
 def restore_by_tiles(prior, operator, y: np.ndarray, options: SamplingOptions, tile_px: int,
-                     overlap: int = DEFAULT_OVERLAP, callback=None, log=lambda line: None
+                     overlap: int | None = DEFAULT_OVERLAP, callback=None, log=lambda line: None
                      ) -> np.ndarray:
     """Restore ``y`` ``(N, 3, h, w)`` of any size with the reference by tiles of ``tile_px``
     (on the device the prior is on); returns ``(N, 3, h·s, w·s)`` float32 in [-1, 1].

@@ -166,7 +166,7 @@ class Restorer:
         (:class:`~silo_rt.step_budget.EtaChoice`)."""
         return self._engine.eta_choice(eta, steps, sampler)
 
-    def tile_count(self, y, overlap: int = DEFAULT_OVERLAP) -> int:
+    def tile_count(self, y, overlap: int | None = DEFAULT_OVERLAP) -> int:
         """Tiles per image for ``y`` (1: restored in one piece)."""
         return self._engine.tile_count(as_measurement(y), overlap)
 
@@ -174,7 +174,7 @@ class Restorer:
     def __call__(self, y, *, steps: int | None = None, eta: float | None = None,
                  seed: int = 0, samples: int = 1, keep_measured: bool = False,
                  callback: StepCallback | None = None, sampler: str = DEFAULT_SAMPLER,
-                 sigma_y: float | None = None, overlap: int = DEFAULT_OVERLAP
+                 sigma_y: float | None = None, overlap: int | None = DEFAULT_OVERLAP
                  ) -> Restoration:
         """Restore ``y`` (see :func:`as_measurement` for what it may be).
 
@@ -281,7 +281,7 @@ class _ReferenceEngine:
         self.default_steps = int(config.recommended.get("steps", 999))
         self.prompt = config.recommended.get("prompt", "") if prompt is None else prompt
         self.cfg_scale = cfg_scale
-        self.label = "torch" if device == "cpu" else f"torch-{device}"
+        self.label = "torch" if device == "cpu" else "torch-cuda (CUDA graph)"
         self._log = log
         if device != "cpu":
             from .torch_cuda import require_cuda

@@ -88,7 +88,7 @@ class TiledRestoration:
         overlap: latent pixels shared by neighbouring tiles.
     """
 
-    def __init__(self, model: TileModel, y: np.ndarray, overlap: int = DEFAULT_OVERLAP):
+    def __init__(self, model: TileModel, y: np.ndarray, overlap: int | None = DEFAULT_OVERLAP):
         self.model = model
         self.padding: Padding
         self.plan: TilePlan

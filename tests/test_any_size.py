@@ -72,7 +72,7 @@ def test_a_40x30_sr4_measurement_restores_to_160x120_with_the_demo(tmp_path, cap
     code, _, err = run(["restore", tmp_path / "y.png", "--steps", "4", "--backend", "ort",
                         "--out", tmp_path / "x.png"], capsys)
     assert code == 0, err
-    assert "6 tile(s) of 64x64 px" in err
+    assert "9 tile(s) of 64x64 px" in err  # 3 x 3 with the default overlap (4)
     assert Image.open(tmp_path / "x.png").size == (160, 120)
 
 

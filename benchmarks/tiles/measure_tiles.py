@@ -7,14 +7,15 @@
     python benchmarks/tiles/measure_tiles.py picture --data data --out benchmarks/tiles
     python benchmarks/tiles/measure_tiles.py table   --out benchmarks/tiles
 
-``quality``: the 18 held-out 64×64 crops (``heldout/``) grown to windows of 128×128 and
-96×160 (H×W) of the same photographs (the held-out photographs at the demo's scale 1/2,
-the crop centred in the window, clamped to the photograph). Each window's sr4 measurement
-is restored by tiles with overlap 0, 2 and 4 latent px, and the held-out crop itself is
-restored whole (the bundle's own size). Recorded per window: PSNR/SSIM of the tiled result
-and of bicubic on the whole window; PSNR of the tiled result on the crop's pixels against
-the whole restoration of that crop (like with like); the seam score (mean gradient
-magnitude across tile borders ÷ elsewhere) of the result and of the ground truth.
+``quality``: the 18 held-out 64×64 crops (``heldout/``; ``--every k``: every k-th) grown
+to windows of 128×128 and 96×160 (H×W) of the same photographs (the held-out photographs at
+the demo's scale 1/2, the crop centred in the window, clamped to the photograph). Each
+window's sr4 measurement is restored by tiles with overlap 0, 2 and 4 latent px (96×160: 2
+only), and the held-out crop itself is restored whole (the bundle's own size). Recorded per
+window: PSNR/SSIM of the tiled result and of bicubic on the whole window; PSNR of the tiled
+result on the crop's pixels against the whole restoration of that crop (like with like);
+the seam score (mean gradient magnitude across tile borders ÷ elsewhere) of the result and
+of the ground truth.
 ``timing``: seconds per megapixel against tile count; ``memory``: peak RSS of a fresh
 process per size. The JSON files are rewritten after every unit; a rerun skips done units.
 """
@@ -121,9 +122,10 @@ def quality(args) -> None:
     eta = runner.eta_choice(None, STEPS).eta
     data["eta"] = eta
     whole_cache: dict[str, np.ndarray] = {}
-    for name, shape_name, window, (ct, cl), crop_file in heldout_windows(args.data):
+    for number, (name, shape_name, window, (ct, cl), crop_file) in enumerate(
+            heldout_windows(args.data)):
         key = f"{name}/{shape_name}"
-        if key in data["windows"]:
+        if key in data["windows"] or (number // len(WINDOWS)) % args.every:
             continue
         y = make_measurement(window, "sr4", 0.02, SEED)
         bicubic = _bicubic(y, window.shape[-2:])
@@ -135,7 +137,7 @@ def quality(args) -> None:
         whole = whole_cache[name]
         record = {"bicubic_psnr": psnr(bicubic, window), "bicubic_ssim": ssim(bicubic, window),
                   "truth_seams": {}, "whole_crop_psnr": psnr(whole, crop)}
-        for overlap in OVERLAPS:
+        for overlap in (OVERLAPS if shape_name == "128x128" else (2,)):
             tiles = runner.tiling(y, overlap, STEPS)
             start = time.perf_counter()
             x = runner.restore(y, SEED, eta, steps=STEPS, overlap=overlap)
@@ -193,7 +195,7 @@ def timing(args) -> None:
         if str(size) in data["sizes"]:
             continue
         y = rng.uniform(-1, 1, (1, 3, size // 4, size // 4)).astype(np.float32)
-        tiles = runner.tiling(y, 2, 20)
+        tiles = runner.tiling(y, None, 20)
         start = time.perf_counter()
         runner.restore(y, 0, steps=20)
         seconds = time.perf_counter() - start
@@ -205,15 +207,107 @@ def timing(args) -> None:
 
 
 def memory(args) -> None:
-    """Peak RSS of a fresh process restoring one image, per size (20 steps)."""
+    """Peak RSS of a fresh process restoring one image, per size (4 steps: memory does not
+    depend on the step count)."""
     path = args.out / "memory.json"
-    data = _load(path) or {**_header(args), "steps_timed": 20, "sizes": {}}
+    data = _load(path) or {**_header(args), "steps_run": 4, "sizes": {}}
     for size in (64, 256, 512, 1024):
         if str(size) in data["sizes"]:
             continue
-        data["sizes"][str(size)] = _peak_rss_child(size, 20, args.threads)
+        data["sizes"][str(size)] = _peak_rss_child(size, 4, args.threads)
         _save(path, data)
         print(size, data["sizes"][str(size)], flush=True)
+
+
+def picture(args) -> None:
+    """``tiles.png``: the held-out coffee photograph (300×200) — truth, bicubic, tiled with
+    overlap 0 and 2, and the overlap-2 result with its tile borders drawn in red."""
+    from PIL import Image, ImageDraw
+
+    from silo_rt.degradations import make_measurement
+    from silo_rt.demo.data import heldout_photograph
+    from silo_rt.images import psnr, to_uint8
+
+    pixels = heldout_photograph("coffee")
+    truth = pixels.transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1
+    y = make_measurement(truth, "sr4", 0.02, SEED)
+    runner = _runner(args.threads)
+    eta = runner.eta_choice(None, STEPS).eta
+    panels = [("truth", truth), ("bicubic", _bicubic(y, truth.shape[-2:]))]
+    record = {**_header(args), "eta": eta, "image": "coffee at scale 1/2", "panels": {}}
+    for overlap in (0, 2):
+        x = runner.restore(y, SEED, eta, steps=STEPS, overlap=overlap)
+        panels.append((f"tiles, overlap {overlap}", x))
+    tiles = runner.tiling(y, 2, STEPS)
+    rows, cols = tile_lines(tiles.plan, tiles.model.vae_scale, *truth.shape[-2:])
+    for name, image in panels:
+        record["panels"][name] = {"psnr": psnr(image, truth),
+                                  "seams": seam_score(image, rows, cols)}
+    marked = Image.fromarray(to_uint8(panels[-1][1]))
+    draw = ImageDraw.Draw(marked)
+    for r in rows:
+        draw.line([(0, r), (marked.width, r)], fill=(255, 0, 0))
+    for c in cols:
+        draw.line([(c, 0), (c, marked.height)], fill=(255, 0, 0))
+    images = [Image.fromarray(to_uint8(image)) for _, image in panels] + [marked]
+    w, h = images[0].size
+    sheet = Image.new("RGB", (w * len(images), h + 14), "white")
+    labels = [name for name, _ in panels] + ["tile borders (overlap 2)"]
+    for i, (image, label) in enumerate(zip(images, labels)):
+        sheet.paste(image, (i * w, 14))
+        ImageDraw.Draw(sheet).text((i * w + 2, 1), label, fill=(0, 0, 0))
+    sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST).save(args.out / "tiles.png")
+    record["tiles"] = tiles.describe()
+    _save(args.out / "picture.json", record)
+    print(json.dumps(record["panels"], indent=1))
+
+
+def table(args) -> None:
+    """``table.md`` from the recorded JSON."""
+    quality_data = _load(args.out / "quality.json")
+    lines = ["# Tiled restoration on the demo (sr4, 64 px tiles): recorded figures", "",
+             f"From `quality.json` ({quality_data.get('command')}, {quality_data.get('date')},"
+             f" {STEPS} DDPM steps, eta {quality_data.get('eta')}, ORT, 2 threads).", ""]
+    windows = quality_data.get("windows", {})
+    for shape in WINDOWS:
+        records = [r for k, r in windows.items() if k.endswith("/" + shape)]
+        if not records:
+            continue
+        lines += [f"## {shape} windows ({len(records)} held-out crops)", "",
+                  "| | tiles | PSNR | SSIM | crop PSNR (tiled) | crop PSNR (whole) | "
+                  "tiled − whole on the crop | seam score ÷ truth's |",
+                  "|---|---|---|---|---|---|---|---|"]
+        whole = np.mean([r["whole_crop_psnr"] for r in records])
+        lines.append(f"| bicubic | | {np.mean([r['bicubic_psnr'] for r in records]):.2f} | "
+                     f"{np.mean([r['bicubic_ssim'] for r in records]):.3f} | | | | |")
+        for overlap in OVERLAPS:
+            key = f"overlap{overlap}"
+            rs = [r for r in records if key in r]
+            if not rs:
+                continue
+            crop = np.mean([r[key]["crop_psnr"] for r in rs])
+            whole_rs = np.mean([r["whole_crop_psnr"] for r in rs])
+            seams = np.mean([r[key]["seams"] / r["truth_seams"][str(overlap)] for r in rs])
+            lines.append(
+                f"| tiles, overlap {overlap} ({len(rs)}) | {rs[0][key]['tiles']} | "
+                f"{np.mean([r[key]['psnr'] for r in rs]):.2f} | "
+                f"{np.mean([r[key]['ssim'] for r in rs]):.3f} | {crop:.2f} | {whole_rs:.2f} |"
+                f" {crop - whole_rs:+.2f} | {seams:.3f} |")
+        lines += ["", f"Whole restorations of the 64×64 crops: {whole:.2f} dB mean.", ""]
+    for name, unit in (("timing", "sizes"), ("memory", "sizes")):
+        data = _load(args.out / f"{name}.json")
+        if not data:
+            continue
+        lines += [f"## {name} (`{name}.json`: {data['command']}, {data['date']}, "
+                  f"{data['machine'].get('cpu_model', '')})", "", "| size | " +
+                  " | ".join(next(iter(data[unit].values())).keys()) + " |",
+                  "|---|" + "---|" * len(next(iter(data[unit].values()))) ]
+        for size, row in data[unit].items():
+            lines.append(f"| {size}² | " + " | ".join(
+                f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        lines.append("")
+    (args.out / "table.md").write_text("\n".join(lines))
+    print("\n".join(lines))
 
 
 def main() -> None:
@@ -222,9 +316,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/tiles"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--every", type=int, default=1,
+                        help="quality: every k-th held-out crop only (1: all 18)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    {"quality": quality, "timing": timing, "memory": memory}[args.what](args)
+    {"quality": quality, "timing": timing, "memory": memory, "picture": picture,
+     "table": table}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..degradations import DEFAULT_SIGMA_Y, get_degradation
+from ..degradations import get_degradation
 from ..errors import SiloError
 from .progress import step_progress
 
@@ -47,29 +47,34 @@ def with_demo(request: RestoreRequest) -> RestoreRequest:
     return replace(request, bundle=bundle)
 
 
-def open_runner(request: RestoreRequest):
-    """A :class:`BundleRunner` for the request's bundle, its task, step count and
-    --keep-measured checked."""
-    from ..runtime import BundleRunner
+def open_restorer(request: RestoreRequest):
+    """A :class:`~silo_rt.restorer.Restorer` on the request's bundle, its task, step count
+    and --keep-measured checked."""
+    from ..restorer import Restorer
 
-    runner = BundleRunner(request.bundle, backend=request.backend, threads=request.threads,
-                          precision=request.precision,
-                          log=lambda line: click.echo(line, err=True))
-    if request.task is not None and request.task != runner.task:
-        raise SiloError(f"bundle {request.bundle} is for task {runner.task!r}, "
+    restorer = Restorer.from_bundle(request.bundle, backend=request.backend,
+                                    threads=request.threads, precision=request.precision,
+                                    log=lambda line: click.echo(line, err=True))
+    if request.task is not None and request.task != restorer.task:
+        raise SiloError(f"bundle {request.bundle} is for task {restorer.task!r}, "
                         f"not {request.task!r}")
     if request.steps is not None:
-        runner.schedule(request.steps)  # refuse an impossible step count before starting
+        restorer.runner.schedule(request.steps)  # refuse an impossible count before starting
     if request.keep_measured:
-        runner.degradation.check_imposable()
-    return runner
+        restorer.degradation.check_imposable()
+    return restorer
 
 
-def bundle_eta(request: RestoreRequest, runner) -> float:
-    """The η a bundle restoration uses (given, tuned, exported or by rule:
-    :meth:`BundleRunner.eta_choice <silo_rt.runtime.BundleRunner.eta_choice>`), announced
-    on stderr unless given."""
-    choice = runner.eta_choice(request.eta, request.steps, request.sampler)
+def open_runner(request: RestoreRequest):
+    """The :class:`~silo_rt.runtime.BundleRunner` of :func:`open_restorer` (folders)."""
+    return open_restorer(request).runner
+
+
+def announced_eta(request: RestoreRequest, restorer) -> float:
+    """The η a restoration uses (given, tuned, exported or by rule:
+    :func:`silo_rt.step_budget.choose_eta`), announced on stderr unless given;
+    ``restorer``: a :class:`~silo_rt.restorer.Restorer` or a bundle runner."""
+    choice = restorer.eta_choice(request.eta, request.steps, request.sampler)
     if choice.source != "given":
         click.echo(f"{choice.describe()}", err=True)
     return choice.eta
@@ -78,19 +83,24 @@ def bundle_eta(request: RestoreRequest, runner) -> float:
 def restore_with_bundle(request: RestoreRequest, *, y):
     """Restore ``y`` from the request's bundle (by tiles when it is not the bundle's size);
     returns ``(x, backend label)``."""
-    runner = open_runner(request)
-    tiles = runner.tiling(y, request.tile_overlap, request.steps, request.sampler)
-    click.echo(f"backend: {runner.label}", err=True)
+    restorer = open_restorer(request)
+    tiles = restorer.runner.tiling(y, request.tile_overlap, request.steps, request.sampler)
+    click.echo(f"backend: {restorer.backend}", err=True)
     if tiles is not None:
         click.echo(f"tiles: {tiles.describe()}", err=True)
-    total = request.steps or runner.steps
-    eta = bundle_eta(request, runner)
-    x = runner.restore(y, request.seed, eta, request.sigma_y, steps=request.steps,
-                       keep_measured=request.keep_measured, sampler=request.sampler,
-                       overlap=request.tile_overlap,
-                       callback=step_progress(total, progress_label(runner.task, runner.backend,
-                                                                    tiles)))
-    return x, runner.label
+    return _restore(request, restorer, y, request.steps or restorer.steps,
+                    progress_label(restorer.task, restorer.runner.backend, tiles))
+
+
+def _restore(request: RestoreRequest, restorer, y, total: int, label: str):
+    """``restorer`` on ``y`` with the request's settings and a progress bar; returns
+    ``(x, backend label)``."""
+    with restorer:
+        result = restorer(y, steps=request.steps, eta=announced_eta(request, restorer),
+                          seed=request.seed, keep_measured=request.keep_measured,
+                          sampler=request.sampler, sigma_y=request.sigma_y,
+                          overlap=request.tile_overlap, callback=step_progress(total, label))
+    return result.image, result.backend
 
 
 def progress_label(task: str, backend: str, tiles) -> str:
@@ -101,94 +111,26 @@ def progress_label(task: str, backend: str, tiles) -> str:
 
 def restore_with_torch(request: RestoreRequest, *, y, cuda: bool):
     """Restore ``y`` with the PyTorch reference (``--model`` + ``--operator``), on the GPU
-    with a CUDA graph if ``cuda``; returns ``(x, backend label)``."""
+    (a CUDA graph for the operator's own size) if ``cuda``; returns ``(x, backend label)``.
+
+    A measurement of the operator's own size is restored in one piece; any other size by
+    tiles of that size, as a bundle exported from the same operator would.
+    """
+    from ..restorer import Restorer
+
     refuse_options(f"--backend {request.backend}: the PyTorch reference runs in fp32 with "
                    "PyTorch's threads (--threads and --precision set a bundle's backend)",
                    threads=request.threads, precision=request.precision)
     if request.keep_measured and request.task is not None:
         get_degradation(request.task).check_imposable()
-    x, label, config = _sample_torch(request, y=y, cuda=cuda)
+    restorer = Restorer.from_model(request.model, request.operator_path, request.task,
+                                   device="cuda" if cuda else "cpu", arch=request.arch,
+                                   time_input=request.time_input, prompt=request.prompt,
+                                   cfg_scale=request.cfg_scale or 1.0,
+                                   log=lambda line: click.echo(line, err=True))
     if request.keep_measured:
-        x = get_degradation(config.task, config.resizer).keep_measured(y, x)
-    return x, label
-
-
-def _sample_torch(request: RestoreRequest, *, y, cuda: bool):
-    """The PyTorch reference path; returns ``(x, backend label, operator config)``.
-
-    A measurement of the operator's own size is restored in one piece; any other size by
-    tiles of that size (:func:`~silo_rt.reference_tiles.restore_by_tiles`), as a bundle
-    exported from the same operator would.
-    """
-    import torch
-
-    from ..operators import load_operator
-    from ..prior import load_prior
-    from ..sampler import SamplingOptions
-    from ..sampler import restore as silo_restore
-
-    prior = load_prior(request.model)
-    operator, config = load_operator(request.operator_path, prior, request.task, request.arch,
-                                     None, request.time_input)
-    task = request.task or config.task  # the operator file says which task it imitates
-    if request.keep_measured:
-        get_degradation(task).check_imposable()
-    recommended = config.recommended
-    steps = recommended.get("steps", 999) if request.steps is None else request.steps
-    prompt = recommended.get("prompt", "") if request.prompt is None else request.prompt
-    sigma_y = DEFAULT_SIGMA_Y if request.sigma_y is None else request.sigma_y
-    eta = _reference_eta(request, task, recommended, steps)
-    options = SamplingOptions(task=task, steps=steps, eta=eta, seed=request.seed,
-                              prompt=prompt, cfg_scale=request.cfg_scale or 1.0,
-                              sigma_y=sigma_y, sampler=request.sampler)
-    options.validate()
-    side = config.image_size // get_degradation(task).scale
-    if y.shape[-2:] != (side, side):
-        return _sample_torch_tiles(request, prior, operator, options, config, y, cuda)
-    if cuda:
-        from ..torch_cuda import restore_cuda
-
-        return (restore_cuda(prior, operator, torch.from_numpy(y), options).numpy(),
-                "torch-cuda (CUDA graph)", config)
-    x = silo_restore(prior, operator, torch.from_numpy(y), options,
-                     callback=step_progress(options.steps, f"SILO {task} [torch]"))
-    return x.numpy(), "torch", config
-
-
-def _sample_torch_tiles(request: RestoreRequest, prior, operator, options, config, y,
-                        cuda: bool):
-    """The reference by tiles of the operator's size (on the GPU, without a CUDA graph,
-    if ``cuda``)."""
-    from contextlib import nullcontext
-
-    from ..reference_tiles import restore_by_tiles
-
-    label = "torch-cuda (tiles)" if cuda else "torch"
-    guard = nullcontext()
-    if cuda:
-        from ..torch_cuda import exact_fp32, require_cuda
-
-        device = require_cuda()
-        for module in (prior.unet, prior.vae, prior.text_encoder, operator):
-            module.to(device)
-        guard = exact_fp32()
-    with guard:
-        x = restore_by_tiles(
-            prior, operator, y, options, config.image_size, request.tile_overlap,
-            callback=step_progress(options.steps, f"SILO {options.task} [{label}, tiles]"),
-            log=lambda line: click.echo(line, err=True))
-    return x, label, config
-
-
-def _reference_eta(request: RestoreRequest, task: str, recommended: dict, steps: int) -> float:
-    """η for the PyTorch reference: given, else the task's default η (the operator makers'),
-    made for their step count (999 unless the operator file says) and kept at any other
-    (:func:`silo_rt.step_budget.choose_eta`); announced unless given."""
-    from ..step_budget import choose_eta
-
-    choice = choose_eta(request.eta, steps, request.sampler,
-                        base_eta=get_degradation(task).eta,
-                        base_steps=recommended.get("steps", 999), base_name="the default eta")
-    if choice.source != "given":
-        click.echo(choice.describe(), err=True)
-    return choice.eta
+        restorer.degradation.check_imposable()
+    tiles = restorer.tile_count(y, request.tile_overlap)
+    count = f", {tiles} tiles" if tiles > 1 else ""
+    return _restore(request, restorer, y, request.steps or restorer.steps,
+                    f"SILO {restorer.task} [{restorer.backend}{count}]")

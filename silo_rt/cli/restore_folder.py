@@ -11,7 +11,7 @@ import click
 from ..backends import REFERENCE_BACKENDS
 from ..errors import SiloError
 from .progress import open_bar
-from .restore_backends import bundle_eta, open_runner, refuse_options, with_demo
+from .restore_backends import announced_eta, open_runner, refuse_options, with_demo
 
 if TYPE_CHECKING:
     from .restore_request import RestoreRequest
@@ -51,10 +51,11 @@ def _restore_all(request: RestoreRequest) -> None:
                         initial, disable=not processes.is_main)
 
     summary = restore_dataset(runner, paths, request.out, request.seed,
-                              bundle_eta(request, runner), request.sigma_y, request.steps,
+                              announced_eta(request, runner), request.sigma_y, request.steps,
                               request.keep_measured, processes, progress,
                               precision=request.precision, sampler=request.sampler,
-                              overwrite=request.overwrite, source=request.measurement)
+                              overwrite=request.overwrite, source=request.measurement,
+                              overlap=request.tile_overlap)
     failed, report = summary["failed"], summary["report"]
     click.echo(f"restored {summary['restored']} of {summary['shard']} images into "
                f"{request.out}{where}; {summary['skipped']} were already done"

@@ -40,4 +40,4 @@ class RestoreRequest:
     keep_measured: bool
     samples: int | None
     overwrite: bool = False
-    tile_overlap: int = DEFAULT_OVERLAP
+    tile_overlap: int | None = DEFAULT_OVERLAP

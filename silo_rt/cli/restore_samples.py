@@ -8,7 +8,7 @@ import click
 
 from ..errors import SiloError
 from .progress import open_bar
-from .restore_backends import bundle_eta, open_runner
+from .restore_backends import announced_eta, open_runner
 
 if TYPE_CHECKING:
     from .restore_request import RestoreRequest
@@ -49,7 +49,7 @@ def _draw(request: RestoreRequest, *, runner, y):
 
     try:
         return draw_samples(runner, y, request.samples, request.seed,
-                            bundle_eta(request, runner), request.sigma_y, request.steps,
+                            announced_eta(request, runner), request.sigma_y, request.steps,
                             request.keep_measured, advance, sampler=request.sampler,
                             overlap=request.tile_overlap)
     finally:

@@ -219,7 +219,7 @@ class BundleRunner:
                 f"bundle {self.path.name} is for {side}x{side} measurements, this one is "
                 f"{y.shape[-1]}x{y.shape[-2]}")
 
-    def tiling(self, y: np.ndarray, overlap: int = DEFAULT_OVERLAP, steps: int | None = None,
+    def tiling(self, y: np.ndarray, overlap: int | None = DEFAULT_OVERLAP, steps: int | None = None,
                sampler: str = DEFAULT_SAMPLER, eta: float | None = None,
                sigma_y: float | None = None):
         """The :class:`~silo_rt.tiled.TiledRestoration` that restores ``y`` by tiles, or
@@ -241,7 +241,7 @@ class BundleRunner:
     def restore(self, y: np.ndarray, seed: int = 0, eta: float | None = None,
                 sigma_y: float | None = None, callback: StepCallback | None = None,
                 steps: int | None = None, keep_measured: bool = False,
-                sampler: str = DEFAULT_SAMPLER, overlap: int = DEFAULT_OVERLAP,
+                sampler: str = DEFAULT_SAMPLER, overlap: int | None = DEFAULT_OVERLAP,
                 log=lambda line: None) -> np.ndarray:
         """Restore ``y`` ``(N, 3, h, w)`` float32 in [-1, 1]; returns ``(N, 3, h·s, w·s)``
         (``s`` the task's scale).
