@@ -1,4 +1,5 @@
-"""LDPS / GML-DPS / PSLD against their closed forms on a linear toy prior.
+"""LDPS / GML-DPS / PSLD (and ReSample's DPS step) against their closed forms on a linear
+toy prior.
 
 With a linear "UNet" (ε = B z), a linear decoder (x = D z / s) and a linear encoder mean
 (E x · s), every loss of :mod:`silo_rt.baselines` is a norm of an affine function of z_t, so
@@ -16,6 +17,7 @@ from conftest import TOLERANCES
 
 from silo_rt.baselines import BASELINES, BaselineWeights, DecoderGuidedStep
 from silo_rt.degradations import get_degradation
+from silo_rt.resample import ReSampleSettings, ReSampleSolver
 
 SIZE = 16  # image side
 LATENT = (1, 4, 2, 2)
@@ -113,3 +115,26 @@ def test_guidance_lowers_the_measurement_loss():
     z_next, before = step(z, *args)
     _, after = step(z_next, *args)
     assert float(after) < float(before)
+
+
+def test_resample_dps_step_equals_its_closed_form():
+    """ReSample's DDIM step with the DPS gradient (``dps_scale · ᾱ_t`` on ∇‖y − A D(ẑ0)‖)."""
+    g = np.random.default_rng(2)
+    b = 0.3 * g.standard_normal((N_LATENT, N_LATENT))
+    d = g.standard_normal((N_IMAGE, N_LATENT)) / np.sqrt(N_LATENT)
+    prior = LinearPrior(b, d, np.zeros((N_LATENT, N_IMAGE)))
+    a = operator_matrix("sr4")
+    z, y = g.standard_normal(N_LATENT), g.uniform(-1, 1, a.shape[0])
+    a_t, a_prev, scale = 0.4, 0.6, 0.7
+    solver = ReSampleSolver(prior, "sr4", ReSampleSettings(dps_scale=scale))
+    z_prev, loss = solver.dps_step(torch.from_numpy(z).reshape(LATENT), torch.tensor([500.0]),
+                                   a_t, a_prev, torch.from_numpy(y).reshape(1, 3, 4, 4), None)
+
+    k = (np.eye(N_LATENT) - np.sqrt(1 - a_t) * b) / np.sqrt(a_t)  # ẑ0 = K z (Eq. 12)
+    m = a @ d @ k / prior.scaling_factor
+    r = y - m @ z
+    grad = -m.T @ r / np.linalg.norm(r)
+    want = np.sqrt(a_prev) * k @ z + np.sqrt(1 - a_prev) * b @ z - scale * a_t * grad
+    np.testing.assert_allclose(float(loss), np.linalg.norm(r), **TOLERANCES["float64"])
+    np.testing.assert_allclose(z_prev.numpy().reshape(-1), want, **TOLERANCES["float64"])
+    assert np.linalg.norm(scale * a_t * grad) > 0.1
