@@ -44,7 +44,7 @@ GUIDANCE_TOLERANCE = 5e-2
 step was 1.4e-6 off on the demo and 9.4e-3 on random-weight ``small`` (whose guidance is
 0.3 % of the step), the one with wrongly shared conv weights 0.26."""
 TIMED_STEPS = 3
-RESTORATION_GRAPHS = ("vae_encoder", "step", "vae_decoder")
+RESTORATION_GRAPHS = (step_io.VAE_ENCODER, step_io.STEP, step_io.VAE_DECODER)
 """The graphs a CPU restoration holds open at once."""
 PEAK_PER_GRAPH_BYTE = {"ort": 2.5, "openvino": 3.5}
 """A restoration's peak RSS per byte of its graph files (:data:`RESTORATION_GRAPHS`), before
@@ -270,7 +270,7 @@ def estimated_peak(bundle: Path, manifest: Manifest, backend: str,
     if verdict is not None:
         measured = verdict.ort_step_mib if backend == "ort" else verdict.candidate_step_mib
     if measured > 0:
-        vae = _graph_bytes(bundle, manifest, ("vae_encoder", "vae_decoder"))
+        vae = _graph_bytes(bundle, manifest, (step_io.VAE_ENCODER, step_io.VAE_DECODER))
         return int(measured * 2**20 + factor * vae)
     return int(factor * _graph_bytes(bundle, manifest, RESTORATION_GRAPHS))
 
