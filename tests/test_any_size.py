@@ -108,3 +108,24 @@ def test_restoring_ip_at_another_size_says_why_in_one_line(tmp_path, capsys):
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot be restored by tiles" in errors[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_folder_of_mixed_sizes_restores_each_at_its_size(tmp_path, capsys):
+    import json
+
+    from silo_rt.datasets import image_seed
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for name, (h, w) in {"a.png": (16, 16), "b.png": (12, 20)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+    code, _, err = run(["restore", folder, "--steps", "2", "--backend", "ort",
+                        "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    assert Image.open(tmp_path / "out" / "a.png").size == (64, 64)
+    assert Image.open(tmp_path / "out" / "b.png").size == (80, 48)
+    log = [json.loads(line) for line in
+           (tmp_path / "out" / "restore-log.jsonl").read_text().splitlines()]
+    assert {r["image"]: r["seed"] for r in log} == {"a.png": image_seed(0, "a.png"),
+                                                    "b.png": image_seed(0, "b.png")}

@@ -32,7 +32,7 @@ def trained(tmp_path_factory, image_folder):
 
 def test_degrade_train_restore_end_to_end(trained, clean_png, tmp_path, capsys):
     y = tmp_path / "y.png"
-    code, out, err = run(["degrade", clean_png, "--task", "sr4", "--size", "64", "--out", y],
+    code, out, err = run(["degrade", clean_png, "--task", "sr4", "--size", "64x64", "--out", y],
                          capsys)
     assert code == 0, err
     assert Image.open(y).size == (16, 16)
@@ -80,7 +80,7 @@ def test_bad_inputs_give_one_line_errors(trained, clean_png, tmp_path, capsys):
     _assert_error(run(["degrade", tmp_path / "missing.png", "--task", "gb", "--out", out],
                       capsys), "not found", out)
     y = tmp_path / "y.png"
-    run(["degrade", clean_png, "--task", "sr4", "--size", "64", "--out", y], capsys)
+    run(["degrade", clean_png, "--task", "sr4", "--size", "64x64", "--out", y], capsys)
     base = ["restore", y, "--model", "tiny", "--steps", "2", "--out", out]
     _assert_error(run(base + ["--task", "sr8", "--operator", trained], capsys),
                   "trained for task 'sr4'", out)

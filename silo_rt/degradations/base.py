@@ -115,7 +115,7 @@ class Degradation:
     def check_imposable(self) -> None:
         """Raise :class:`SiloError` unless this task has an exact consistency step."""
         if not self.imposable:
-            from . import imposable_tasks
+            from .registry import imposable_tasks
 
             raise SiloError(f"--keep-measured needs a task whose measurement can be imposed "
                             f"exactly ({', '.join(imposable_tasks())}), not {self.name}")
