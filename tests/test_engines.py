@@ -148,6 +148,8 @@ def test_fp16_engines_need_the_step_fp16_graph():
     graphs["step_fp16"] = {}
     assert engine_sources(graphs, "fp16") == {
         "vae_encoder": "vae_encoder", "vae_decoder": "vae_decoder", "step": "step_fp16"}
+    with pytest.raises(SiloError, match="TensorRT runs a bundle's fp32 or fp16 step, not bf16"):
+        engine_sources(graphs, "bf16")
 
 
 def test_tensorrt_rtx_is_refused_on_unsupported_gpus():

@@ -79,8 +79,12 @@ def engine_sources(graph_names, precision: str) -> dict[str, str]:
     """``{engine graph: bundle graph it is built from}`` for ``precision``, given the names
     of the bundle's graphs.
 
-    fp16 needs the strongly typed ``step_fp16`` graph of an fp16 export.
+    fp16 needs the strongly typed ``step_fp16`` graph of an fp16 export; other precisions
+    (bf16) are refused.
     """
+    if precision not in PRECISIONS:
+        raise SiloError(f"TensorRT runs a bundle's {' or '.join(PRECISIONS)} step, not "
+                        f"{precision}")
     source = step_io.STEP_GRAPHS[precision]
     if source not in graph_names:
         raise SiloError(f"this bundle has no {source} graph, so it cannot give {precision} "
