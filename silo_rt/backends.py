@@ -51,6 +51,14 @@ class Backend:
         bench: ``silo-rt bench --backends`` times it.
         scaling: ``silo-rt bench --sizes/--batches`` sweeps it.
         help: one line for ``--help``.
+        opens: for a backend the bundle runner opens, ``"module:Class"`` whose classmethod
+            ``open(bundle, manifest, precision=, threads=, providers=, log=)`` returns the
+            graphs (a :class:`GraphBackend` with a ``label``); the runner imports nothing
+            else per backend.
+        precisions: the step precisions it runs (the first is its default, unless its class
+            chooses from the bundle).
+        title: its name in messages.
+        precision_hint: appended to the refusal of another precision.
     """
 
     name: str
@@ -60,6 +68,30 @@ class Backend:
     bench: bool
     scaling: bool
     help: str
+    opens: str | None = None
+    precisions: tuple[str, ...] = ()
+    title: str = ""
+    precision_hint: str = ""
+
+    def check_precision(self, precision: str | None) -> None:
+        """Refuse a precision this backend does not run, in one line."""
+        if precision is not None and self.precisions and precision not in self.precisions:
+            raise SiloError(f"{self.title} runs a bundle's {' or '.join(self.precisions)} "
+                            f"step, not {precision}{self.precision_hint}")
+
+    def open(self, bundle, manifest, *, precision: str | None = None,
+             threads: int | None = None, providers: list[str] | None = None,
+             log=lambda line: None) -> GraphBackend:
+        """The class named by :attr:`opens`, opened on a verified bundle."""
+        from importlib import import_module
+
+        if self.opens is None:
+            raise SiloError(f"the {self.name} backend does not open a bundle by itself")
+        self.check_precision(precision)
+        module, _, name = self.opens.partition(":")
+        return getattr(import_module(module), name).open(
+            bundle, manifest, precision=precision, threads=threads, providers=providers,
+            log=log)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -74,13 +106,19 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch-compile-cuda-graph", "compiled", True, False, True, False,
             "the compiled step with CUDA graphs"),
     Backend("ort", "bundle", False, True, True, True,
-            "ONNX Runtime on a bundle (CUDA when this onnxruntime has it)"),
+            "ONNX Runtime on a bundle (CUDA when this onnxruntime has it)",
+            opens="silo_rt.runtime.ort_backend:OrtGraphs", precisions=("fp32", "fp16"),
+            title="ONNX Runtime", precision_hint=" (bf16: --backend openvino)"),
     Backend("openvino", "bundle", False, True, True, True,
-            "OpenVINO on a bundle's ONNX graphs (CPU; restore --precision bf16: bfloat16)"),
+            "OpenVINO on a bundle's ONNX graphs (CPU; restore --precision bf16: bfloat16)",
+            opens="silo_rt.runtime.openvino_backend:OpenVinoGraphs",
+            precisions=("fp32", "bf16"), title="OpenVINO"),
     Backend("openvino-bf16", "bundle", False, False, True, True,
             "OpenVINO in bfloat16 (CPUs with AMX or AVX512-BF16; not fp32 parity)"),
     Backend("trt", "bundle", True, True, False, False,
-            "TensorRT with CUDA graphs on a bundle (precision from --precision)"),
+            "TensorRT with CUDA graphs on a bundle (precision from --precision)",
+            opens="silo_rt.runtime.tensorrt.backend:TrtGraphs", precisions=("fp16", "fp32"),
+            title="TensorRT"),
     Backend("trt-fp32", "bundle", True, False, True, False, "TensorRT, fp32 step"),
     Backend("trt-fp16", "bundle", True, False, True, False, "TensorRT, fp16 step"),
 )}
@@ -101,6 +139,8 @@ BUNDLE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "bundle")
 RUNNER_BACKENDS = tuple(b for b in BUNDLE_BACKENDS if BACKENDS[b].restore)
 """What :class:`~silo_rt.runtime.BundleRunner` opens (besides ``auto``): ``ort``,
 ``openvino``, ``trt``."""
+CPU_BUNDLE_BACKENDS = tuple(b for b in RUNNER_BACKENDS if not BACKENDS[b].gpu)
+"""Bundle backends ``restore`` takes that run without a GPU (``ort``, ``openvino``)."""
 REFERENCE_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.runs == "reference")
 GPU_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.gpu)
 

@@ -23,9 +23,6 @@ class MeasurementEncoder(nn.Module):
     sample; the ±4 clamp applies to tasks with ``clamp_latent`` (gb, sr).
     """
 
-    input_names = ("measurement", "noise")
-    output_names = ("w",)
-
     def __init__(self, prior, task: str, image_size: int, resizer: str = DEFAULT_RESIZER):
         super().__init__()
         self.vae = prior.vae
@@ -42,9 +39,6 @@ class MeasurementEncoder(nn.Module):
 
 class LatentDecoder(nn.Module):
     """``z0`` ``(B, C, s, s)`` → ``x̂ = clamp(D(z0 / scaling_factor), -1, 1)``, ``(B, 3, H, W)``."""
-
-    input_names = ("z0",)
-    output_names = ("image",)
 
     def __init__(self, prior):
         super().__init__()

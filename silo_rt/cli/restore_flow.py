@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..backends import BUNDLE_BACKENDS, REFERENCE_BACKENDS
+from ..backends import AUTO, BUNDLE_BACKENDS, CPU_BUNDLE_BACKENDS, REFERENCE_BACKENDS
 from ..errors import SiloError
 from .restore_backends import (
     refuse_options,
@@ -67,14 +67,15 @@ def wants_demo(request: RestoreRequest) -> bool:
     """Given no bundle, model nor operator, a CPU bundle backend (auto, ort, openvino) runs the
     embedded demo."""
     return (request.bundle is None and request.model is None
-            and request.operator_path is None and request.backend in ("auto", "ort", "openvino"))
+            and request.operator_path is None
+            and (request.backend == AUTO or request.backend in CPU_BUNDLE_BACKENDS))
 
 
 def choose_backend(request: RestoreRequest) -> str:
     """The backend that restores one measurement (auto without a bundle is torch), refusing
     a backend that lacks what it runs."""
     backend = request.backend
-    if backend == "auto" and request.bundle is None:
+    if backend == AUTO and request.bundle is None:
         backend = "torch"
     if backend in BUNDLE_BACKENDS and request.bundle is None:
         raise SiloError(f"the {backend} backend runs a bundle: give --bundle "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import GraphBackend
+from . import step_io
 
 
 class BundleTileModel:
@@ -35,7 +36,7 @@ class BundleTileModel:
         self._guidance = (eta, sigma_y, cfg_scale)
 
     def encode(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        return self.graphs.run("vae_encoder", measurement=y, noise=noise)[0]
+        return self.graphs.run(step_io.VAE_ENCODER, **step_io.encoder_inputs(y, noise))[0]
 
     def step(self, index: int, z: np.ndarray, w: np.ndarray, noise: np.ndarray
              ) -> tuple[np.ndarray, float]:
@@ -47,4 +48,4 @@ class BundleTileModel:
         return z_prev, losses[0]
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        return self.graphs.run("vae_decoder", z0=z)[0]
+        return self.graphs.run(step_io.VAE_DECODER, **step_io.decoder_inputs(z))[0]

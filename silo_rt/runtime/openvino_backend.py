@@ -92,6 +92,17 @@ class OpenVinoGraphs:
 
     device = "cpu"
 
+    @classmethod
+    def open(cls, bundle: Path, manifest: Manifest, *, precision: str | None = None,
+             threads: int | None = None, providers: list[str] | None = None,
+             log=lambda line: None) -> OpenVinoGraphs:
+        """The registry's way in (:attr:`silo_rt.backends.Backend.opens`)."""
+        return cls(bundle, manifest, threads, precision or "fp32")
+
+    @property
+    def label(self) -> str:
+        return f"openvino ({self.precision})"
+
     def __init__(self, bundle: Path, manifest: Manifest, threads: int | None = None,
                  precision: str = "fp32"):
         if precision not in PRECISIONS:

@@ -77,6 +77,17 @@ class OrtGraphs:
         precision: ``fp32`` runs the ``step`` graph, ``fp16`` the bundle's ``step_fp16``.
     """
 
+    @classmethod
+    def open(cls, bundle: Path, manifest: Manifest, *, precision: str | None = None,
+             threads: int | None = None, providers: list[str] | None = None,
+             log=lambda line: None) -> OrtGraphs:
+        """The registry's way in (:attr:`silo_rt.backends.Backend.opens`)."""
+        return cls(bundle, manifest, providers, threads, precision or "fp32")
+
+    @property
+    def label(self) -> str:
+        return f"ort ({self.providers[0]})"
+
     def __init__(self, bundle: Path, manifest: Manifest, providers: list[str] | None = None,
                  threads: int | None = None, precision: str = "fp32"):
         import onnxruntime as ort

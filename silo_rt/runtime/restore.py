@@ -8,19 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import AUTO, RUNNER_BACKENDS, GraphBackend, StepCallback
+from ..backends import AUTO, BACKENDS, RUNNER_BACKENDS, GraphBackend, StepCallback
 from ..bundle_format import MAX_ETA, MAX_STEPS, bundle_path, load_manifest
 from ..errors import SiloError
 from ..noise import NoiseSource
 from ..resize import recorded_resizer
 from ..schedule import DEFAULT_SAMPLER, check_sampler
 from ..tiling import DEFAULT_OVERLAP
-from .ort_backend import OrtGraphs
+from . import step_io
 
 
 def tensorrt_available() -> bool:
     """Whether TensorRT and a CUDA GPU are usable here."""
-    from .engines import tensorrt_unavailable_reason
+    from .tensorrt.keys import tensorrt_unavailable_reason
 
     return tensorrt_unavailable_reason() is None
 
@@ -29,7 +29,8 @@ def _tensorrt_for_auto(log) -> bool:
     """Whether ``auto`` takes TensorRT; where TensorRT and cuda-python are installed but
     cannot be used (no GPU, a driver too old for this cuda-python, ...) says why in one line
     to ``log`` (TensorRT alone, as the GPU-less graph check installs it, says nothing)."""
-    from .engines import TENSORRT_MODULES, tensorrt_unavailable_reason
+    from .tensorrt.api import TENSORRT_MODULES
+    from .tensorrt.keys import tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
     if (reason is not None and find_spec("cuda") is not None
@@ -82,28 +83,11 @@ class BundleRunner:
             backend, self.graphs, why = choose_cpu_backend(self.path, self.manifest, threads,
                                                            providers, log)
             self.label = f"auto: {why}"
-        elif backend == "trt":
-            from .engines import default_precision
-            from .tensorrt_backend import TrtGraphs
-
-            if precision == "bf16":
-                raise SiloError("TensorRT runs a bundle's fp16 or fp32 step, not bf16")
-
-            precision = precision or default_precision(self.manifest.graphs)
-            self.graphs = TrtGraphs(self.path, self.manifest, precision, log=log)
-            self.label = f"trt ({self.graphs.key.describe()})"
-        elif backend == "openvino":
-            from .openvino_backend import OpenVinoGraphs
-
-            self.graphs = OpenVinoGraphs(self.path, self.manifest, threads, precision or "fp32")
-            self.label = f"openvino ({self.graphs.precision})"
         else:
-            if precision not in (None, "fp32", "fp16"):
-                raise SiloError(f"ONNX Runtime runs a bundle's fp32 or fp16 step, not "
-                                f"{precision} (bf16: --backend openvino)")
-            self.graphs = OrtGraphs(self.path, self.manifest, providers, threads,
-                                    precision or "fp32")
-            self.label = f"ort ({self.graphs.providers[0]})"
+            self.graphs = BACKENDS[backend].open(self.path, self.manifest,
+                                                 precision=precision, threads=threads,
+                                                 providers=providers, log=log)
+            self.label = self.graphs.label
         self.backend = backend
         self.context = self._load_context()
 
@@ -274,8 +258,8 @@ class BundleRunner:
         m = self.manifest
         noise = NoiseSource(seed)
         latent_shape = tuple(m.latent_shape)
-        w = self.graphs.run("vae_encoder", measurement=y,
-                            noise=noise.encoder_noise(latent_shape))[0]
+        w = self.graphs.run(step_io.VAE_ENCODER,
+                            **step_io.encoder_inputs(y, noise.encoder_noise(latent_shape)))[0]
         z = noise.initial_latent(latent_shape) * np.float32(m.init_noise_sigma)
         timesteps, coefficients = self.schedule(steps, sampler)
         step_noise = noise.step_noise(len(timesteps), latent_shape)
@@ -283,4 +267,4 @@ class BundleRunner:
         z0 = self.graphs.run_steps(z, w, self.context, timesteps, coefficients, step_noise,
                                    m.eta if eta is None else eta,
                                    m.sigma_y if sigma_y is None else sigma_y, cfg, callback)
-        return self.graphs.run("vae_decoder", z0=z0)[0]
+        return self.graphs.run(step_io.VAE_DECODER, **step_io.decoder_inputs(z0))[0]

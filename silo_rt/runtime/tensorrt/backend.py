@@ -58,6 +58,20 @@ class TrtGraphs:
         log: progress lines (engine builds).
     """
 
+    @classmethod
+    def open(cls, bundle: Path, manifest: Manifest, *, precision: str | None = None,
+             threads: int | None = None, providers: list[str] | None = None,
+             log=lambda line: None) -> TrtGraphs:
+        """The registry's way in (:attr:`silo_rt.backends.Backend.opens`): fp16 where the
+        bundle has its ``step_fp16`` graph, unless ``precision`` says."""
+        from .keys import default_precision
+
+        return cls(bundle, manifest, precision or default_precision(manifest.graphs), log=log)
+
+    @property
+    def label(self) -> str:
+        return f"trt ({self.key.describe()})"
+
     def __init__(self, bundle: Path, manifest: Manifest, precision: str = "fp16",
                  build_config: EngineBuildConfig | None = None, log=lambda line: None):
         trt, self.flavor = api.import_tensorrt()
