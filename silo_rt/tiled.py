@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .errors import SiloError
 from .noise import NoiseSource
 from .tiling import DEFAULT_OVERLAP, Padding, TilePlan, plan_for
 
@@ -89,6 +90,10 @@ class TiledRestoration:
     """
 
     def __init__(self, model: TileModel, y: np.ndarray, overlap: int | None = DEFAULT_OVERLAP):
+        if model.vae_scale % model.scale:
+            raise SiloError(f"cannot tile a measurement {model.scale}x smaller than the image "
+                            f"with {model.vae_scale}x latents: a latent pixel must cover whole "
+                            "measurement pixels")
         self.model = model
         self.padding: Padding
         self.plan: TilePlan

@@ -134,3 +134,10 @@ def test_a_pointwise_model_tiled_equals_the_untiled_closed_form(batch, overlap):
         z = 0.9 * z + 0.05 * w + 0.01 * (i + 1) * n
     expected = z[:, :3].repeat(8, axis=-1).repeat(8, axis=-2)
     np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_latent_pixel_smaller_than_a_measurement_pixel_is_refused():
+    model = LinearTiles(1)
+    model.scale, model.vae_scale = 8, 4  # sr8 on a 4x VAE: tiles would split pixels
+    with pytest.raises(SiloError, match="whole measurement pixels"):
+        TiledRestoration(model, np.zeros((1, 3, 16, 16), np.float32))
