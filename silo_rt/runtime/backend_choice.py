@@ -46,9 +46,10 @@ step was 1.4e-6 off on the demo and 9.4e-3 on random-weight ``small`` (whose gui
 TIMED_STEPS = 3
 RESTORATION_GRAPHS = (step_io.VAE_ENCODER, step_io.STEP, step_io.VAE_DECODER)
 """The graphs a CPU restoration holds open at once."""
-PEAK_PER_GRAPH_BYTE = {"ort": 2.5, "openvino": 3.5}
+PEAK_PER_GRAPH_BYTE = {"ort": 3.1, "openvino": 4.5}
 """A restoration's peak RSS per byte of its graph files (:data:`RESTORATION_GRAPHS`), before
-a check has measured the step: sd15-random, sr8 at 512 px, ``benchmarks/memory/``."""
+a check has measured the step: sd15-random, sr8 at 512 px, attention recomputed (3.80 GB of
+graphs; ONNX Runtime peaked at 10.2-11.0 GiB, OpenVINO at 15.7; ``benchmarks/memory/``)."""
 PIN_VARIABLE = "SILO_RT_AUTO_CPU"
 """``ort`` or ``openvino``: what ``auto`` runs on a CPU without checking (the same backend
 on every machine, e.g. for outputs that must match across machines)."""
