@@ -229,8 +229,9 @@ class StagedLog:
     def __init__(self, path: Path, last_step: int):
         self.path = path
         self.staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        kept = _kept_log_lines(path, last_step)  # may refuse: before any file is opened
         self.file = self.staged.open("w")
-        self.file.write(_kept_log_lines(path, last_step))
+        self.file.write(kept)
 
     def write(self, entry: dict) -> None:
         self.file.write(json.dumps(entry) + "\n")

@@ -269,18 +269,33 @@ def test_one_registry_of_backend_names():
         BundleRunner("unused", backend="trt-fp16")  # a bench name, not a runner's
 
 
-def test_every_bundle_backend_follows_the_protocol():
-    from silo_rt.backends import GraphBackend
-    from silo_rt.demo import demo_bundle
-    from silo_rt.runtime import BundleRunner
-    from silo_rt.runtime.openvino_backend import OpenVinoGraphs
-    from silo_rt.runtime.tensorrt.backend import TrtGraphs
+def test_a_backend_is_opened_by_its_registry_row():
+    """Each runner backend's row names a class that opens a bundle; the runner opens ort
+    through it (the same numbers as the class opened by hand), and a row refuses a precision
+    it does not run before importing anything."""
+    from importlib import import_module
 
-    runner = BundleRunner(demo_bundle("sr4"), backend="ort", threads=1)
-    assert isinstance(runner.graphs, GraphBackend)
-    for method in ("run", "run_steps", "close"):
-        assert callable(getattr(TrtGraphs, method)) and callable(getattr(OpenVinoGraphs, method))
-    runner.graphs.close()
+    import numpy as np
+
+    from silo_rt.backends import BACKENDS, RUNNER_BACKENDS
+    from silo_rt.bundle_format import load_manifest
+    from silo_rt.demo import demo_bundle
+    from silo_rt.errors import SiloError
+    from silo_rt.runtime import BundleRunner
+    from silo_rt.runtime.ort_backend import OrtGraphs
+
+    for name in RUNNER_BACKENDS:
+        module, _, cls = BACKENDS[name].opens.partition(":")
+        assert isinstance(getattr(import_module(module), cls).__dict__["open"], classmethod)
+    bundle = demo_bundle("sr4")
+    runner = BundleRunner(bundle, backend="ort", threads=1)
+    assert isinstance(runner.graphs, OrtGraphs) and runner.label == runner.graphs.label
+    y = np.random.default_rng(0).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
+    by_hand = BundleRunner(bundle, backend="ort", threads=1)
+    by_hand.graphs = OrtGraphs(by_hand.path, load_manifest(bundle), threads=1)
+    np.testing.assert_array_equal(runner.restore(y, steps=2), by_hand.restore(y, steps=2))
+    with pytest.raises(SiloError, match="TensorRT runs a bundle's fp16 or fp32 step, not bf16"):
+        BACKENDS["trt"].open(bundle, load_manifest(bundle), precision="bf16")
 
 
 def test_bench_times_openvino_beside_onnx_runtime_on_tiny(tmp_path):

@@ -119,6 +119,7 @@ def quality(args) -> None:
 
     path = args.out / "quality.json"
     data = _load(path) or {**_header(args), "windows": {}}
+    data.setdefault("runs", []).append(_header(args)["command"])
     runner = _runner(args.threads)
     eta = runner.eta_choice(None, STEPS).eta
     data["eta"] = eta
@@ -273,9 +274,11 @@ def picture(args) -> None:
 def table(args) -> None:
     """``table.md`` from the recorded JSON."""
     quality_data = _load(args.out / "quality.json")
+    runs = quality_data.get("runs") or [quality_data.get("command")]
     lines = ["# Tiled restoration on the demo (sr4, 64 px tiles): recorded figures", "",
-             f"From `quality.json` ({quality_data.get('command')}, {quality_data.get('date')},"
-             f" {STEPS} DDPM steps, eta {quality_data.get('eta')}, ORT, 2 threads).", ""]
+             f"From `quality.json` ({quality_data.get('date')}, {STEPS} DDPM steps, eta "
+             f"{quality_data.get('eta')}, ORT, 2 threads), written by:", "",
+             *[f"    {run}" for run in runs], ""]
     windows = quality_data.get("windows", {})
     for shape in WINDOWS:
         records = [r for k, r in windows.items() if k.endswith("/" + shape)]
