@@ -120,8 +120,7 @@ def measure(task: str, x: np.ndarray, resizer: str = DEFAULT_RESIZER) -> np.ndar
     """``A(x)`` without noise, clipped to [-1, 1], for ``ip``/``sr4``/``sr8`` in numpy:
     ``(B, 3, S, S)`` → the measurement, as :func:`~silo_rt.degradations.make_measurement`
     with ``sigma_y = 0`` gives it."""
-    a_x = get_degradation(task, resizer).apply_numpy(x)
-    return np.clip(a_x, -1.0, 1.0).astype(np.float32)
+    return get_degradation(task, resizer).measure_numpy(x)
 
 
 def _perceptual(truths, outputs_by_method, metrics_weights) -> dict:

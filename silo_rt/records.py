@@ -62,3 +62,27 @@ def recorded_path(path: Path | str) -> str:
             continue
         return relative.as_posix() if shown is None else f"{shown}/{relative.as_posix()}"
     return path.name
+
+
+def load_record(path: Path) -> dict:
+    """A benchmark's JSON record, or ``{}`` when it is not written yet (scripts resume)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_record(path: Path, data: dict) -> None:
+    """Write a benchmark's JSON record atomically (indented, as committed)."""
+    from .images import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+
+
+def record_header(script: str, argv: list[str]) -> dict:
+    """What every benchmark record starts with: the command that wrote it, the date and the
+    machine (:func:`silo_rt.bench.timing.machine_info`)."""
+    import datetime
+
+    from .bench.timing import machine_info
+
+    return {"command": " ".join(["python", script, *argv]),
+            "date": datetime.date.today().isoformat(), "machine": machine_info()}

@@ -210,13 +210,11 @@ class Restorer:
 
     def _cpsnr(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """CPSNR where the task's operator runs in numpy (the runtime has no torch)."""
-        from .evaluation import consistency_psnr
-        from .resize import DEFAULT_RESIZER
+        from .images import psnr
 
         if not self.degradation.imposable:
             return None
-        return consistency_psnr(self.task, x, y,
-                                getattr(self.degradation, "resizer", DEFAULT_RESIZER))
+        return psnr(self.degradation.measure_numpy(x), y)
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:

@@ -18,13 +18,13 @@ rerun skips the units already in them, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from silo_rt.records import load_record, record_header, save_record
 
 GRID_FACTORS = [0.125, 0.25, 0.5, 1.0, 2.0]
 """η tried in ``tune``: these multiples of the task's default η (0.5; 1.0 for ip). The first
@@ -34,21 +34,8 @@ TASKS = ("sr4", "ip")
 SAMPLERS = ("ddpm", "ddim")
 
 
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _save(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
-
-
 def _header(args) -> dict:
-    from silo_rt.bench.timing import machine_info
-
-    return {"command": " ".join(["python benchmarks/steps/measure_steps.py", *sys.argv[1:]]),
-            "date": datetime.date.today().isoformat(), "machine": machine_info(),
+    return {**record_header("benchmarks/steps/measure_steps.py", sys.argv[1:]),
             "threads": args.threads, "backend": args.backend}
 
 
@@ -63,7 +50,7 @@ def tune(args) -> None:
     from silo_rt.tuning import make_problem, training_images, tune_eta
 
     path = args.out / "tuned.json"
-    data = _load(path) or {**_header(args), "images": args.images, "units": {}}
+    data = load_record(path) or {**_header(args), "images": args.images, "units": {}}
     for task in args.tasks:
         runner = _runner(task, args)
         paths = training_images(args.data / "train", args.images)
@@ -82,7 +69,7 @@ def tune(args) -> None:
                                       "seconds": time.perf_counter() - start}
                 print(key, "best eta", entry.eta, f"{entry.psnr:.2f} dB",
                       [(e, round(p, 2)) for e, p in entry.grid], flush=True)
-                _save(path, data)
+                save_record(path, data)
         runner.graphs.close()
 
 
@@ -99,9 +86,9 @@ def heldout(args) -> None:
     from silo_rt.evaluation import consistency_psnr, quantise, ssim
     from silo_rt.images import psnr, read_image
 
-    tuned = _load(args.out / "tuned.json")
+    tuned = load_record(args.out / "tuned.json")
     path = args.out / "heldout.json"
-    data = _load(path) or {**_header(args), "units": {}}
+    data = load_record(path) or {**_header(args), "units": {}}
     images = sorted((args.data / "heldout").glob("*.png"))[:args.limit]
     for task in args.tasks:
         runner = _runner(task, args)
@@ -129,7 +116,7 @@ def heldout(args) -> None:
                                       "mean": mean, "per_image": rows}
                 print(key, f"eta {eta:g} ({source})",
                       {k: round(v, 3) for k, v in mean.items()}, flush=True)
-                _save(path, data)
+                save_record(path, data)
         runner.graphs.close()
 
 
@@ -142,7 +129,7 @@ def timing(args) -> None:
     from silo_rt.images import read_image
 
     path = args.out / "timing.json"
-    data = _load(path) or {**_header(args), "units": {}}
+    data = load_record(path) or {**_header(args), "units": {}}
     images = sorted((args.data / "heldout").glob("*.png"))[:args.limit or 3]
     for backend in args.backends:
         for task in args.tasks:
@@ -166,7 +153,7 @@ def timing(args) -> None:
                                           "seconds": seconds,
                                           "median": float(np.median(seconds))}
                     print(key, f"{np.median(seconds):.3f} s", flush=True)
-                    _save(path, data)
+                    save_record(path, data)
             runner.graphs.close()
 
 
@@ -189,8 +176,8 @@ def plot(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = _load(args.out / "heldout.json")["units"]
-    timed = _load(args.out / "timing.json").get("units", {})
+    data = load_record(args.out / "heldout.json")["units"]
+    timed = load_record(args.out / "timing.json").get("units", {})
     backends = sorted({key.split("/")[0] for key in timed}) or ["held-out run"]
     fig, axes = plt.subplots(1, len(TASKS), figsize=(6.5 * len(TASKS), 4.5))
     for ax, task in zip(axes, TASKS):
@@ -248,7 +235,7 @@ def ship(args) -> None:
     from silo_rt.demo import demo_bundle
     from silo_rt.step_budget import TuningEntry, TuningRecord
 
-    units = _load(args.out / "tuned.json")["units"].values()
+    units = load_record(args.out / "tuned.json")["units"].values()
     for task in args.tasks:
         bundle = demo_bundle(task)
         record = TuningRecord(bundle_identity(bundle), task)

@@ -23,7 +23,6 @@ process per size. The JSON files are rewritten after every unit; a rerun skips d
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from silo_rt.records import load_record, record_header, save_record
+
 WINDOWS = {"128x128": (128, 128), "96x160": (96, 160)}  # name: (height, width)
 OVERLAPS = (0, 2, 4)
 TABLE_OVERLAPS = (0, 2, 4, 6, 8)
@@ -39,21 +40,8 @@ STEPS = 50
 SEED = 0
 
 
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _save(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
-
-
 def _header(args) -> dict:
-    from silo_rt.bench.timing import machine_info
-
-    return {"command": " ".join(["python benchmarks/tiles/measure_tiles.py", *sys.argv[1:]]),
-            "date": datetime.date.today().isoformat(), "machine": machine_info(),
+    return {**record_header("benchmarks/tiles/measure_tiles.py", sys.argv[1:]),
             "threads": args.threads, "backend": "ort", "steps": STEPS, "seed": SEED}
 
 
@@ -118,7 +106,7 @@ def quality(args) -> None:
     from silo_rt.images import psnr, read_image
 
     path = args.out / "quality.json"
-    data = _load(path) or {**_header(args), "windows": {}}
+    data = load_record(path) or {**_header(args), "windows": {}}
     data.setdefault("runs", []).append(_header(args)["command"])
     runner = _runner(args.threads)
     eta = runner.eta_choice(None, STEPS).eta
@@ -160,7 +148,7 @@ def quality(args) -> None:
                 "seams": seam_score(x, rows, cols)}
             record["truth_seams"][str(overlap)] = seam_score(window, rows, cols)
         data["windows"][key] = record
-        _save(path, data)
+        save_record(path, data)
         print(key, {o: record[f"overlap{o}"] for o in overlaps}, flush=True)
 
 
@@ -196,7 +184,7 @@ def _peak_rss_child(size: int, steps: int, threads: int) -> dict:
 def timing(args) -> None:
     """Seconds per megapixel and tile count at square sizes (20 steps, warm sessions)."""
     path = args.out / "timing.json"
-    data = _load(path) or {**_header(args), "steps_timed": 20, "sizes": {}}
+    data = load_record(path) or {**_header(args), "steps_timed": 20, "sizes": {}}
     runner = _runner(args.threads)
     rng = np.random.default_rng(0)
     runner.restore(rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32), 0, steps=2)
@@ -211,7 +199,7 @@ def timing(args) -> None:
         data["sizes"][str(size)] = {
             "tiles": 1 if tiles is None else tiles.tile_count, "seconds": seconds,
             "seconds_per_megapixel": seconds / (size * size / 1e6)}
-        _save(path, data)
+        save_record(path, data)
         print(size, data["sizes"][str(size)], flush=True)
 
 
@@ -219,12 +207,12 @@ def memory(args) -> None:
     """Peak RSS of a fresh process restoring one image, per size (4 steps: memory does not
     depend on the step count)."""
     path = args.out / "memory.json"
-    data = _load(path) or {**_header(args), "steps_run": 4, "sizes": {}}
+    data = load_record(path) or {**_header(args), "steps_run": 4, "sizes": {}}
     for size in (64, 256, 512, 1024):
         if str(size) in data["sizes"]:
             continue
         data["sizes"][str(size)] = _peak_rss_child(size, 4, args.threads)
-        _save(path, data)
+        save_record(path, data)
         print(size, data["sizes"][str(size)], flush=True)
 
 
@@ -267,13 +255,13 @@ def picture(args) -> None:
         ImageDraw.Draw(sheet).text((i * w + 2, 1), label, fill=(0, 0, 0))
     sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST).save(args.out / "tiles.png")
     record["tiles"] = tiles.describe()
-    _save(args.out / "picture.json", record)
+    save_record(args.out / "picture.json", record)
     print(json.dumps(record["panels"], indent=1))
 
 
 def table(args) -> None:
     """``table.md`` from the recorded JSON."""
-    quality_data = _load(args.out / "quality.json")
+    quality_data = load_record(args.out / "quality.json")
     runs = quality_data.get("runs") or [quality_data.get("command")]
     lines = ["# Tiled restoration on the demo (sr4, 64 px tiles): recorded figures", "",
              f"From `quality.json` ({quality_data.get('date')}, {STEPS} DDPM steps, eta "
@@ -306,7 +294,7 @@ def table(args) -> None:
                 f" {crop - whole_rs:+.2f} | {seams:.3f} |")
         lines += ["", f"Whole restorations of the 64×64 crops: {whole:.2f} dB mean.", ""]
     for name, unit in (("timing", "sizes"), ("memory", "sizes")):
-        data = _load(args.out / f"{name}.json")
+        data = load_record(args.out / f"{name}.json")
         if not data:
             continue
         lines += [f"## {name} (`{name}.json`: {data['command']}, {data['date']}, "

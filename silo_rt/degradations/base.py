@@ -125,6 +125,11 @@ class Degradation:
         self.check_imposable()
         raise NotImplementedError
 
+    def measure_numpy(self, x: np.ndarray) -> np.ndarray:
+        """``A x`` without noise, clipped to [-1, 1], float32: the measurement
+        :func:`~silo_rt.degradations.make_measurement` gives with ``sigma_y = 0``."""
+        return np.clip(self.apply_numpy(x), -1.0, 1.0).astype(np.float32)
+
     def pseudo_inverse_numpy(self, y: np.ndarray, height: int,
                              width: int) -> np.ndarray:  # pragma: no cover - abstract
         """``A⁺ y`` in float64: ``(B, C, h, w)`` → ``(B, C, height, width)``."""
