@@ -174,8 +174,8 @@ class Restorer:
     def __call__(self, y, *, steps: int | None = None, eta: float | None = None,
                  seed: int = 0, samples: int = 1, keep_measured: bool = False,
                  callback: StepCallback | None = None, sampler: str = DEFAULT_SAMPLER,
-                 sigma_y: float | None = None, overlap: int | None = DEFAULT_OVERLAP
-                 ) -> Restoration:
+                 sigma_y: float | None = None, overlap: int | None = DEFAULT_OVERLAP,
+                 on_sample=None) -> Restoration:
         """Restore ``y`` (see :func:`as_measurement` for what it may be).
 
         ``steps``/``eta``/``sigma_y`` default as ``silo-rt restore`` does (η: given, tuned,
@@ -183,7 +183,7 @@ class Restorer:
         ``i`` seeded by :func:`~silo_rt.posterior.sample_seed`) and returns their mean,
         the samples and the std map; ``keep_measured`` makes the result agree exactly
         with ``y`` (``ip``, ``sr4``, ``sr8``); ``callback(i, t, z, loss)`` after each
-        step (one sample).
+        step (one sample); ``on_sample(done, samples)`` after each call that drew samples.
         """
         from .posterior import MAX_SAMPLES, summarise
 
@@ -199,8 +199,10 @@ class Restorer:
         if samples == 1:
             image = self._engine.restore(y, seed=seed, callback=callback, **settings)
             stack = std = None
+            if on_sample is not None:
+                on_sample(1, 1)
         else:
-            stack = self._engine.draw(y, samples, seed=seed, **settings)
+            stack = self._engine.draw(y, samples, seed=seed, on_sample=on_sample, **settings)
             image, std = summarise(stack)
         seconds = time.perf_counter() - start
         return Restoration(image=image, samples=stack, std=std, backend=self.backend,
@@ -252,7 +254,8 @@ class _BundleEngine:
                                    sampler=sampler, overlap=overlap,
                                    keep_measured=keep_measured, log=self._log)
 
-    def draw(self, y, k, *, seed, eta, sigma_y, steps, sampler, overlap, keep_measured):
+    def draw(self, y, k, *, seed, eta, sigma_y, steps, sampler, overlap, keep_measured,
+             on_sample=None):
         """``(k, N, 3, H, W)``: a batch-B bundle draws B samples a call
         (:func:`~silo_rt.posterior.draw_samples`)."""
         from .posterior import draw_samples
@@ -260,7 +263,7 @@ class _BundleEngine:
         if y.shape[0] != 1:
             raise SiloError("samples of a batch: restore one measurement at a time")
         return draw_samples(self.runner, y, k, seed, eta, sigma_y, steps, keep_measured,
-                            sampler=sampler, overlap=overlap)
+                            on_sample, sampler=sampler, overlap=overlap)
 
     def close(self) -> None:
         self.runner.graphs.close()
@@ -308,13 +311,17 @@ class _ReferenceEngine:
                            self.config.image_size, overlap, self.prior.vae_scale)
         return len(plan)
 
-    def draw(self, y, k, *, seed, **settings):
+    def draw(self, y, k, *, seed, on_sample=None, **settings):
         """``(k, N, 3, H, W)``, sample ``i`` seeded by
         :func:`~silo_rt.posterior.sample_seed` ``(seed, i)``."""
         from .posterior import sample_seed
 
-        return np.stack([self.restore(y, seed=sample_seed(seed, i), **settings)
-                         for i in range(k)])
+        drawn = []
+        for i in range(k):
+            drawn.append(self.restore(y, seed=sample_seed(seed, i), **settings))
+            if on_sample is not None:
+                on_sample(i + 1, k)
+        return np.stack(drawn)
 
     def restore(self, y, *, seed, eta, sigma_y, steps, sampler, overlap, keep_measured,
                 callback=None):

@@ -8,7 +8,7 @@ import click
 
 from ..errors import SiloError
 from .progress import open_bar
-from .restore_backends import announced_eta, open_runner
+from .restore_backends import announced_eta, open_restorer
 
 if TYPE_CHECKING:
     from .restore_request import RestoreRequest
@@ -24,23 +24,23 @@ def restore_samples(request: RestoreRequest, *, outputs, sample_files, std_path)
                         "PyTorch reference")
     y = read_image(request.measurement)
     truth = None if request.reference is None else read_image(request.reference)
-    runner = open_runner(request)
+    restorer = open_restorer(request)
+    runner = restorer.runner
     runner.check_measurement(y)
     scale = runner.degradation.scale
     height, width = y.shape[-2] * scale, y.shape[-1] * scale
     if truth is not None and truth.shape[-2:] != (height, width):
         raise SiloError(f"--reference is {truth.shape[-1]}x{truth.shape[-2]}, the restoration "
                         f"{width}x{height}")
-    drawn = _draw(request, runner=runner, y=y)
+    drawn = _draw(request, restorer=restorer, y=y)
     _write_and_report(request, runner=runner, y=y, truth=truth, drawn=drawn, outputs=outputs,
                       sample_files=sample_files, std_path=std_path)
 
 
-def _draw(request: RestoreRequest, *, runner, y):
-    """The K samples, with a progress bar over samples."""
-    from ..posterior import draw_samples
-
-    bar = open_bar(request.samples, f"SILO {runner.task} [{runner.backend}]", "sample")
+def _draw(request: RestoreRequest, *, restorer, y):
+    """The K samples ``(K, 1, 3, H, W)``, with a progress bar over samples."""
+    bar = open_bar(request.samples, f"SILO {restorer.task} [{restorer.runner.backend}]",
+                   "sample")
     done = [0]
 
     def advance(count, total):
@@ -48,12 +48,15 @@ def _draw(request: RestoreRequest, *, runner, y):
         done[0] = count
 
     try:
-        return draw_samples(runner, y, request.samples, request.seed,
-                            announced_eta(request, runner), request.sigma_y, request.steps,
-                            request.keep_measured, advance, sampler=request.sampler,
-                            overlap=request.tile_overlap)
+        with restorer:
+            result = restorer(y, steps=request.steps, eta=announced_eta(request, restorer),
+                              seed=request.seed, samples=request.samples,
+                              keep_measured=request.keep_measured, sampler=request.sampler,
+                              sigma_y=request.sigma_y, overlap=request.tile_overlap,
+                              on_sample=advance)
     finally:
         bar.close()
+    return result.samples if result.samples is not None else result.image[None]
 
 
 def _write_and_report(request: RestoreRequest, *, runner, y, truth, drawn, outputs,
