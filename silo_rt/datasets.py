@@ -423,7 +423,7 @@ def _read_group(group: list[Path], failures: dict[str, str]) -> list[np.ndarray 
     return images
 
 
-def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
+def restore_dataset(restorer, paths: list[Path], out_dir: Path, seed: int = 0,
                     eta: float | None = None, sigma_y: float | None = None,
                     steps: int | None = None, keep_measured: bool = False,
                     processes: Processes | None = None, progress=None, *,
@@ -433,8 +433,9 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
     """Restore every image of ``paths`` not done yet into ``out_dir`` (see the module rules).
 
     Args:
-        runner: a :class:`~silo_rt.runtime.BundleRunner` (``restore``, ``manifest``, ``path``,
-            ``task``, ``resizer``, ``label``, ``backend``).
+        restorer: a bundle's :class:`~silo_rt.restorer.Restorer` (called per batch; its
+            ``runner`` gives the bundle's manifest, path and task for the log); ``eta``
+            None means the bundle's own η.
         paths: the inputs, as :func:`list_inputs` returns them (the full, sorted set).
         out_dir: output folder; created if its parent exists (and removed again when this
             run created it and could restore nothing).
@@ -459,6 +460,8 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
     """
     out_dir = Path(out_dir)
     processes = processes or current_processes()
+    runner = restorer.runner
+    eta = runner.manifest.eta if eta is None else eta
     shape = tuple(runner.manifest.measurement_shape)
     batch = shape[0]
     if not out_dir.parent.is_dir():
@@ -511,7 +514,7 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
             if not good:
                 continue
             for path, y, x, image_seed_used, seconds in _restore_group(
-                    runner, group, images, batch, seed, eta=eta, sigma_y=sigma_y, steps=steps,
+                    restorer, group, images, batch, seed, eta=eta, sigma_y=sigma_y, steps=steps,
                     keep_measured=keep_measured, sampler=sampler, overlap=overlap,
                     skip=done):
                 target = output_path(out_dir, path)
@@ -545,7 +548,7 @@ def restore_dataset(runner, paths: list[Path], out_dir: Path, seed: int = 0,
             "world": processes.world}
 
 
-def _restore_group(runner, group: list[Path], images: list, batch: int, seed: int, *,
+def _restore_group(restorer, group: list[Path], images: list, batch: int, seed: int, *,
                    skip: set[str], overlap: int, **options):
     """Restore one batch's readable images; yields ``(path, y, x, seed, seconds)`` per image
     not in ``skip``.
@@ -556,13 +559,13 @@ def _restore_group(runner, group: list[Path], images: list, batch: int, seed: in
     another size is restored image by image, by tiles, each with its own seed.
     """
     good = [image for image in images if image is not None]
-    whole = tuple(runner.manifest.measurement_shape[1:])
+    whole = tuple(restorer.runner.manifest.measurement_shape[1:])
     if all(image.shape[1:] == whole for image in good):
         y = np.concatenate([image if image is not None else good[-1] for image in images]
                            + [good[-1]] * (batch - len(group)))
         batch_seed = image_seed(seed, group[0].name)
         start = time.perf_counter()
-        x = runner.restore(y, batch_seed, overlap=overlap, **options)
+        x = restorer(y, seed=batch_seed, overlap=overlap, **options).image
         seconds = (time.perf_counter() - start) / len(good)
         for i, (path, image) in enumerate(zip(group, images)):
             if path.name not in skip and image is not None:
@@ -573,7 +576,7 @@ def _restore_group(runner, group: list[Path], images: list, batch: int, seed: in
             continue
         own_seed = image_seed(seed, path.name)
         start = time.perf_counter()
-        x = runner.restore(image, own_seed, overlap=overlap, **options)
+        x = restorer(image, seed=own_seed, overlap=overlap, **options).image
         yield path, image, x, own_seed, time.perf_counter() - start
 
 

@@ -201,6 +201,15 @@ class FakeRunner:
 
     degradation = get_degradation("sr4")
 
+    @property
+    def runner(self):  # the Restorer interface restore_dataset uses: runner + call
+        return self
+
+    def __call__(self, y, *, seed, **options):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(image=self.restore(y, seed, **options))
+
     def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False,
                 sampler="ddpm", overlap=2):
         noise = np.random.default_rng(seed).standard_normal((y.shape[0], 3, 64, 64))

@@ -65,11 +65,6 @@ def open_restorer(request: RestoreRequest):
     return restorer
 
 
-def open_runner(request: RestoreRequest):
-    """The :class:`~silo_rt.runtime.BundleRunner` of :func:`open_restorer` (folders)."""
-    return open_restorer(request).runner
-
-
 def announced_eta(request: RestoreRequest, restorer) -> float:
     """The η a restoration uses (given, tuned, exported or by rule:
     :func:`silo_rt.step_budget.choose_eta`), announced on stderr unless given;

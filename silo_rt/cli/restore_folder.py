@@ -11,7 +11,7 @@ import click
 from ..backends import REFERENCE_BACKENDS
 from ..errors import SiloError
 from .progress import open_bar
-from .restore_backends import announced_eta, open_runner, refuse_options, with_demo
+from .restore_backends import announced_eta, open_restorer, refuse_options, with_demo
 
 if TYPE_CHECKING:
     from .restore_request import RestoreRequest
@@ -42,7 +42,8 @@ def _restore_all(request: RestoreRequest) -> None:
     if request.threads is None and processes.world > 1:  # the processes share the cores
         local = env_int("LOCAL_WORLD_SIZE", processes.world, 1, processes.world)
         request = replace(request, threads=max(1, (os.cpu_count() or 1) // local))
-    runner = open_runner(request)
+    restorer = open_restorer(request)
+    runner = restorer.runner
     where = "" if processes.world == 1 else f" (process {processes.rank + 1} of " \
                                             f"{processes.world})"
 
@@ -50,7 +51,7 @@ def _restore_all(request: RestoreRequest) -> None:
         return open_bar(total, f"SILO {runner.task} [{runner.backend}]{where}", "image",
                         initial, disable=not processes.is_main)
 
-    summary = restore_dataset(runner, paths, request.out, request.seed,
+    summary = restore_dataset(restorer, paths, request.out, request.seed,
                               announced_eta(request, runner), request.sigma_y, request.steps,
                               request.keep_measured, processes, progress,
                               precision=request.precision, sampler=request.sampler,
