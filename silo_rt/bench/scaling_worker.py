@@ -47,17 +47,18 @@ def run_point(spec: dict) -> dict:
 def _bundle_point(spec: dict, stages: Stages):
     """``ort``, ``openvino`` or ``openvino-bf16`` on the point's bundle."""
     from ..backends import runner_backend
-    from ..runtime import BundleRunner
+    from ..restorer import Restorer
 
     backend, precision = runner_backend(spec["backend"])
-    runner = BundleRunner(spec["bundle"], backend=backend, threads=spec["threads"],
-                          precision=precision, verify=False)
+    restorer = Restorer.from_bundle(spec["bundle"], backend=backend, threads=spec["threads"],
+                                    precision=precision, verify=False)
+    runner = restorer.runner
     m = runner.manifest
     stages.mark("import + manifest")
     rng = np.random.default_rng(0)
     y = rng.uniform(-1, 1, m.measurement_shape).astype(np.float32)
     if spec["what"] == "restore":
-        return (lambda: runner.restore(y)), {}
+        return (lambda: restorer(y, eta=m.eta).image), {}  # the bundle's own η, as recorded
     latent = m.latent_shape
     z, noise, w = (rng.standard_normal(latent).astype(np.float32) for _ in range(3))
     coefficients = np.array([1.2, -0.6, 0.1, 0.9, 0.05], np.float32)

@@ -222,7 +222,7 @@ def _time_cuda_loop(backend: str, work: Workload, out: Timings, device) -> None:
 
 def time_bundle(backend: str, work: Workload, out: Timings) -> None:
     """ort, openvino* or trt-*: export (or reuse) the bench bundle and time it."""
-    from ..runtime import BundleRunner
+    from ..restorer import Restorer
 
     config = work.config
     runner_name, precision = runner_backend(backend)
@@ -231,15 +231,16 @@ def time_bundle(backend: str, work: Workload, out: Timings) -> None:
                                        precision="fp16" if precision == "fp16" else "fp32")
     out.export_s = export_s or out.export_s
     if runner_name == "trt":
-        runner = BundleRunner(path, backend="trt", precision=precision, verify=False,
-                              log=config.say)
+        restorer = Restorer.from_bundle(path, backend="trt", precision=precision,
+                                        verify=False, log=config.say)
         try:
-            _time_gpu_bundle(backend, runner, work, out)
+            _time_gpu_bundle(backend, restorer, work, out)
         finally:
-            runner.graphs.close()  # GPU memory back before the next backend
+            restorer.close()  # GPU memory back before the next backend
         return
-    runner = BundleRunner(path, backend=runner_name, precision=precision,
-                          threads=config.threads, verify=False)
+    restorer = Restorer.from_bundle(path, backend=runner_name, precision=precision,
+                                    threads=config.threads, verify=False)
+    runner = restorer.runner
     for name in (step_io.UNET_H, step_io.VAE_ENCODER, step_io.VAE_DECODER):
         graph = runner.manifest.graphs.get(name)
         if graph is None:
@@ -253,13 +254,15 @@ def time_bundle(backend: str, work: Workload, out: Timings) -> None:
     out.step_calls[backend] = runner.graphs.single_step(
         arrays[0], arrays[4], runner.context, arrays[1], arrays[2], arrays[3], 0.5, 0.02)
     if config.restoration and runner.steps == config.steps:
-        runner.restore(work.y)  # warm-up: sessions and arenas
-        out.restore_calls[backend] = lambda: runner.restore(work.y)
+        eta = runner.manifest.eta  # the bundle's own η, so recorded times stay comparable
+        restorer(work.y, eta=eta)  # warm-up: sessions and arenas
+        out.restore_calls[backend] = lambda: restorer(work.y, eta=eta).image
 
 
-def _time_gpu_bundle(backend: str, runner, work: Workload, out: Timings) -> None:
+def _time_gpu_bundle(backend: str, restorer, work: Workload, out: Timings) -> None:
     """Per-step latency (whole loop / steps, one sync at the end) and a full restoration."""
     config = work.config
+    runner = restorer.runner
     z, timestep, coefficients, noise, w = (t.numpy() for t in work.step_inputs[:5])
     n = config.reps
 
@@ -277,7 +280,7 @@ def _time_gpu_bundle(backend: str, runner, work: Workload, out: Timings) -> None
     out.record(backend, "step", summarize(samples))
     if config.restoration and runner.steps == config.steps:
         start = time.perf_counter()
-        runner.restore(work.y)
+        restorer(work.y, eta=runner.manifest.eta)
         out.restored(backend, config.steps, time.perf_counter() - start)
 
 
