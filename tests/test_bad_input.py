@@ -26,6 +26,7 @@ import click
 import numpy as np
 import pytest
 from cli_run import run
+from fake_restorer import RestorerInterface
 from PIL import Image
 
 from silo_rt.cli import cli
@@ -38,7 +39,6 @@ from silo_rt.datasets import (
     read_log,
     restore_dataset,
 )
-from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
 
 FAST = ["--steps", "2", "--threads", "1"]
@@ -185,7 +185,7 @@ def test_a_run_that_could_read_nothing_leaves_no_output_folder(tmp_path, capsys)
     assert out.is_dir()
 
 
-class FakeRunner:
+class FakeRunner(RestorerInterface):
     """A batch-3 stand-in for BundleRunner: x = y enlarged x4 plus noise of the seed."""
 
     task, resizer, label, steps, backend = "sr4", "dps", "fake", 4, "ort"
@@ -198,17 +198,6 @@ class FakeRunner:
         self.path = path
         path.mkdir(exist_ok=True)
         (path / "manifest.json").write_text("{}")
-
-    degradation = get_degradation("sr4")
-
-    @property
-    def runner(self):  # the Restorer interface restore_dataset uses: runner + call
-        return self
-
-    def __call__(self, y, *, seed, **options):
-        from types import SimpleNamespace
-
-        return SimpleNamespace(image=self.restore(y, seed, **options))
 
     def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False,
                 sampler="ddpm", overlap=2):

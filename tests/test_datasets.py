@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from cli_run import run
 from conftest import TOLERANCES
+from fake_restorer import RestorerInterface
 from PIL import Image
 
 from silo_rt.cli import main
@@ -26,7 +27,6 @@ from silo_rt.datasets import (
     read_log,
     restore_dataset,
 )
-from silo_rt.degradations import get_degradation
 
 STEPS = ["--steps", "4", "--threads", "1"]
 
@@ -137,7 +137,7 @@ def test_rerun_skips_what_is_done_and_redoes_what_is_not(dataset, tmp_path, caps
     assert sorted(read_log(out)) == [f"m{i}.png" for i in range(5)]
 
 
-class FakeRunner:
+class FakeRunner(RestorerInterface):
     """A batch-``batch`` stand-in for BundleRunner: x = y enlarged x4 plus seeded noise."""
 
     task, resizer, label, steps, backend = "sr4", "dps", "fake", 4, "ort"
@@ -149,17 +149,6 @@ class FakeRunner:
         path.mkdir(exist_ok=True)
         (path / "manifest.json").write_text("{}")
         self.calls = []
-
-    degradation = get_degradation("sr4")
-
-    @property
-    def runner(self):  # the Restorer interface restore_dataset uses: runner + call
-        return self
-
-    def __call__(self, y, *, seed, **options):
-        from types import SimpleNamespace
-
-        return SimpleNamespace(image=self.restore(y, seed, **options))
 
     def restore(self, y, seed, eta=None, sigma_y=None, steps=None, keep_measured=False,
                 sampler="ddpm", overlap=2):

@@ -157,12 +157,7 @@ def time_torch_compile_cuda(backend: str, work: Workload, out: Timings) -> None:
                     done.call(*inputs)
                 torch.cuda.synchronize()
 
-            loop()  # warm-up: the CUDA graph is recorded in the first calls
-            samples = []
-            for _ in range(3):
-                start = time.perf_counter()
-                loop()
-                samples.append((time.perf_counter() - start) / n)
+            samples = seconds_per_step(loop, n)  # warm-up records the CUDA graph
         out.record(backend, "step", summarize(samples))
     finally:
         _back_to_cpu(modules)  # also after a failure
@@ -271,17 +266,23 @@ def _time_gpu_bundle(backend: str, restorer, work: Workload, out: Timings) -> No
                                 np.repeat(coefficients[None], n, 0),
                                 np.repeat(noise[None], n, 0), 0.5, 0.02)
 
-    loop()  # warm-up (graph capture, allocations)
-    samples = []
-    for _ in range(3):
-        start = time.perf_counter()
-        loop()
-        samples.append((time.perf_counter() - start) / n)
-    out.record(backend, "step", summarize(samples))
+    out.record(backend, "step", summarize(seconds_per_step(loop, n)))  # warm-up: capture
     if config.restoration and runner.steps == config.steps:
         start = time.perf_counter()
         restorer(work.y, eta=runner.manifest.eta)
         out.restored(backend, config.steps, time.perf_counter() - start)
+
+
+def seconds_per_step(loop, steps: int, rounds: int = 3) -> list[float]:
+    """``loop()`` (``steps`` steps, one sync at its end) once to warm up, then ``rounds``
+    times: the seconds per step of each."""
+    loop()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        loop()
+        samples.append((time.perf_counter() - start) / steps)
+    return samples
 
 
 def feed(name: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
