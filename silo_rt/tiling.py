@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -96,15 +97,15 @@ class TilePlan:
     tile: int
     overlap: int
 
-    @property
+    @cached_property
     def rows(self) -> list[int]:
         return tile_starts(self.height, self.tile, self.overlap)
 
-    @property
+    @cached_property
     def cols(self) -> list[int]:
         return tile_starts(self.width, self.tile, self.overlap)
 
-    @property
+    @cached_property
     def tiles(self) -> list[Tile]:
         """Row-major tiles."""
         return [Tile(top, left) for top in self.rows for left in self.cols]
