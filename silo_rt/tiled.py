@@ -128,14 +128,12 @@ class TiledRestoration:
             blender.add(job.tile, values[row], (job.image,))
 
     def encode(self, noise: NoiseSource) -> list[np.ndarray]:
-        """Each job's ``w`` ``(C, T, T)`` (job order)."""
+        """``w`` of every call's tiles, ``(batch, C, T, T)`` each, in call order (the last
+        padded as its measurement tiles were)."""
         eps = noise.encoder_noise(self.latent_shape)
         factor = self.model.vae_scale // self.model.scale
-        encoded: list[np.ndarray] = []
-        for batch in _batches(self.jobs, self.model.batch):
-            w = self.model.encode(self._crops(self.y, batch, factor), self._crops(eps, batch))
-            encoded.extend(w[: len(batch)])
-        return encoded
+        return [self.model.encode(self._crops(self.y, batch, factor), self._crops(eps, batch))
+                for batch in _batches(self.jobs, self.model.batch)]
 
     def run(self, noise: NoiseSource, timesteps: np.ndarray, init_noise_sigma: float,
             callback: Callable | None = None) -> np.ndarray:
@@ -145,17 +143,16 @@ class TiledRestoration:
         ``(N, C, h', w')``, ``loss`` the guidance loss summed over the step's calls (a
         batch padded with copies of its last tile counts them too).
         """
-        w = self.encode(noise)
+        encoded = self.encode(noise)
         z = noise.initial_latent(self.latent_shape) * np.float32(init_noise_sigma)
         rows = noise.step_noise_rows(len(timesteps), self.latent_shape)
-        batches = list(_batches(list(enumerate(self.jobs)), self.model.batch))
+        batches = list(_batches(self.jobs, self.model.batch))
+        blender = self.plan.blender(self.latent_shape[:2])
         for i, step_noise in enumerate(rows):
-            blender = self.plan.blender(self.latent_shape[:2])
+            blender.clear()
             loss = 0.0
-            for numbered in batches:
-                batch = [job for _, job in numbered]
-                w_batch = _stack([w[k] for k, _ in numbered], self.model.batch)
-                z_prev, batch_loss = self.model.step(i, self._crops(z, batch), w_batch,
+            for batch, w in zip(batches, encoded):
+                z_prev, batch_loss = self.model.step(i, self._crops(z, batch), w,
                                                      self._crops(step_noise, batch))
                 self._blend(blender, batch, z_prev)
                 loss += batch_loss

@@ -124,12 +124,12 @@ class TilePlan:
         top, left = tile.top * factor, tile.left * factor
         return field[..., top:top + side, left:left + side]
 
-    def weights(self, factor: int = 1) -> list[np.ndarray]:
-        """Per tile ``(T·factor, T·factor)`` float32 blending weights (row-major order)."""
-        rows, cols = self.rows, self.cols
-        row_w = [axis_weights(rows, i, self.tile, factor) for i in range(len(rows))]
-        col_w = [axis_weights(cols, j, self.tile, factor) for j in range(len(cols))]
-        return [np.outer(r, c) for r in row_w for c in col_w]
+    def axis_weights(self, factor: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The 1-D weights of every row and every column of tiles at resolution ``factor``
+        (:func:`axis_weights`); tile ``k``'s weight is the outer product of row ``k // cols``
+        and column ``k % cols``."""
+        return ([axis_weights(self.rows, i, self.tile, factor) for i in range(len(self.rows))],
+                [axis_weights(self.cols, j, self.tile, factor) for j in range(len(self.cols))])
 
     def blender(self, leading: tuple[int, ...], factor: int = 1) -> Blender:
         """A :class:`Blender` assembling tiles into a ``(*leading, height·factor,
@@ -140,31 +140,42 @@ class TilePlan:
 class Blender:
     """Accumulates weighted tiles, then normalises: ``Σ wᵢ·tileᵢ / Σ wᵢ`` per pixel.
 
-    Memory: the output field and one weight plane, whatever the tile count.
+    Memory: the output field, one weight plane and the 1-D weights of the rows and columns
+    of tiles, whatever the tile count. :meth:`clear` readies it for the next field of the
+    same plan (the sampling loop blends every step with one blender).
     """
 
     def __init__(self, plan: TilePlan, leading: tuple[int, ...], factor: int = 1):
         self.plan = plan
         self.factor = factor
-        self._tiles = plan.tiles
-        self._weights = plan.weights(factor)
+        self._rows, self._cols = plan.axis_weights(factor)
         shape = (*leading, plan.height * factor, plan.width * factor)
         self.total = np.zeros(shape, np.float32)
         self.norm = np.zeros(shape[-2:], np.float32)
-        for tile, weight in zip(self._tiles, self._weights):
-            plan.crop(self.norm, tile, factor)[...] += weight
+        for index, tile in enumerate(plan.tiles):
+            plan.crop(self.norm, tile, factor)[...] += self._weight(index)
+
+    def _weight(self, index: int) -> np.ndarray:
+        row, col = divmod(index, len(self._cols))
+        return np.outer(self._rows[row], self._cols[col])
 
     def add(self, index: int, values: np.ndarray, where: tuple = ()) -> None:
         """Add tile ``index``'s ``values`` ``(…, T·f, T·f)`` into ``total[where]`` (e.g.
         ``where = (image,)`` for one image of a batch)."""
-        window = self.plan.crop(self.total[where], self._tiles[index], self.factor)
-        window += self._weights[index] * values
+        window = self.plan.crop(self.total[where], self.plan.tiles[index], self.factor)
+        row, col = divmod(index, len(self._cols))
+        window += values * self._rows[row][:, None] * self._cols[col]
 
     def result(self) -> np.ndarray:
-        """The blended field (float32); a single tile comes back exactly as it went in."""
+        """The blended field, a new float32 array; a single tile comes back exactly as it
+        went in."""
         if self.plan.is_whole:
-            return self.total  # weight 1 everywhere: skip a division that could round
+            return self.total.copy()  # weight 1 everywhere: skip a division that could round
         return self.total / self.norm
+
+    def clear(self) -> None:
+        """Start the next field: the accumulated tiles are dropped, the weights kept."""
+        self.total.fill(0.0)
 
 
 @dataclass(frozen=True)
