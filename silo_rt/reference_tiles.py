@@ -37,6 +37,8 @@ class ReferenceTileModel:
         self.vae_scale = prior.vae_scale
         self.latent_channels = prior.latent_channels
         self.schedule = from_scheduler(prior.scheduler, options.steps, options.sampler)
+        self.timesteps = self.schedule.timesteps
+        self.init_noise_sigma = float(prior.scheduler.init_noise_sigma)
         self._prior = prior
         self._device = prior.unet.device
         self._encoder = MeasurementEncoder(prior, options.task, tile_px)
@@ -82,5 +84,4 @@ def restore_by_tiles(prior, operator, y: np.ndarray, options: SamplingOptions, t
     model = ReferenceTileModel(prior, operator, options, tile_px)
     tiled = TiledRestoration(model, y, overlap)
     log(f"tiles: {tiled.describe()}")
-    return tiled.run(NoiseSource(options.seed), model.schedule.timesteps,
-                     float(prior.scheduler.init_noise_sigma), callback)
+    return tiled.run(NoiseSource(options.seed), callback)

@@ -40,6 +40,8 @@ class TileModel(Protocol):
         scale: image-to-measurement factor of the task (1, 4, 8).
         vae_scale: image pixels per latent pixel (8).
         latent_channels: C.
+        timesteps: ``(T,)`` the schedule's timesteps (step ``i`` runs ``timesteps[i]``).
+        init_noise_sigma: the scale of ``z_T``.
     """
 
     batch: int
@@ -47,6 +49,8 @@ class TileModel(Protocol):
     scale: int
     vae_scale: int
     latent_channels: int
+    timesteps: np.ndarray
+    init_noise_sigma: float
 
     def encode(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """``(b, 3, tile_px/scale, …)`` measurement tiles + ``(b, C, T, T)`` encoder noise →
@@ -135,16 +139,16 @@ class TiledRestoration:
         return [self.model.encode(self._crops(self.y, batch, factor), self._crops(eps, batch))
                 for batch in _batches(self.jobs, self.model.batch)]
 
-    def run(self, noise: NoiseSource, timesteps: np.ndarray, init_noise_sigma: float,
-            callback: Callable | None = None) -> np.ndarray:
+    def run(self, noise: NoiseSource, callback: Callable | None = None) -> np.ndarray:
         """The restoration ``(N, 3, H, W)`` float32 in [-1, 1].
 
         ``callback(i, timestep, z, loss)`` after each step: ``z`` the blended latent
         ``(N, C, h', w')``, ``loss`` the guidance loss summed over the step's calls (a
         batch padded with copies of its last tile counts them too).
         """
+        timesteps = self.model.timesteps
         encoded = self.encode(noise)
-        z = noise.initial_latent(self.latent_shape) * np.float32(init_noise_sigma)
+        z = noise.initial_latent(self.latent_shape) * np.float32(self.model.init_noise_sigma)
         rows = noise.step_noise_rows(len(timesteps), self.latent_shape)
         batches = list(_batches(self.jobs, self.model.batch))
         blender = self.plan.blender(self.latent_shape[:2])

@@ -91,7 +91,7 @@ def test_the_bundles_own_size_through_the_tile_loop_is_bit_for_bit_the_untiled(
                             m.eta, m.sigma_y, None)
     looped = TiledRestoration(model, y, overlap=2)
     assert len(looped.plan) == 1
-    x = looped.run(NoiseSource(5), timesteps, m.init_noise_sigma)
+    x = looped.run(NoiseSource(5))
     np.testing.assert_array_equal(x, whole)
 
 
@@ -106,8 +106,7 @@ def test_tiles_do_not_depend_on_how_they_are_batched(tiny_prior, tmp_path_factor
     for batch in (1, 3):
         model = ReferenceTileModel(tiny_prior, operator, options, TILE, batch=batch)
         tiled = TiledRestoration(model, y, overlap=2)
-        results.append(tiled.run(NoiseSource(5), model.schedule.timesteps,
-                                 float(tiny_prior.scheduler.init_noise_sigma)))
+        results.append(tiled.run(NoiseSource(5)))
     error = np.linalg.norm(results[0] - results[1]) / np.linalg.norm(results[0])
     assert error < 1e-5
 

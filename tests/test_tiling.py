@@ -97,9 +97,11 @@ class LinearTiles:
     arithmetic on the full field."""
 
     tile_px, scale, vae_scale, latent_channels = 64, 8, 8, 4
+    init_noise_sigma = 1.0
 
-    def __init__(self, batch):
+    def __init__(self, batch, steps=3):
         self.batch = batch
+        self.timesteps = np.arange(steps)[::-1]
         self.calls = []
 
     def encode(self, y, noise):
@@ -122,7 +124,7 @@ def test_a_pointwise_model_tiled_equals_the_untiled_closed_form(batch, overlap):
     tiled = TiledRestoration(model, y, overlap)
     assert tiled.plan.height == 13 and tiled.plan.width == 21
     steps = 3
-    x = tiled.run(NoiseSource(4), np.arange(steps)[::-1], 1.0)
+    x = tiled.run(NoiseSource(4))
     assert x.shape == (2, 3, 13 * 8, 21 * 8)
     assert all(size == batch for size in model.calls)  # every call is a full batch
 

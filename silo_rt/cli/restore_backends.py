@@ -76,15 +76,14 @@ def announced_eta(request: RestoreRequest, restorer) -> float:
 
 
 def restore_with_bundle(request: RestoreRequest, *, y):
-    """Restore ``y`` from the request's bundle (by tiles when it is not the bundle's size);
-    returns ``(x, backend label)``."""
+    """Restore ``y`` from the request's bundle (by tiles when it is not the bundle's size:
+    the runner logs the tiles); returns ``(x, backend label)``."""
     restorer = open_restorer(request)
-    tiles = restorer.runner.tiling(y, request.tile_overlap, request.steps, request.sampler)
+    restorer.runner.check_measurement(y)  # refuse before the backend line
     click.echo(f"backend: {restorer.backend}", err=True)
-    if tiles is not None:
-        click.echo(f"tiles: {tiles.describe()}", err=True)
     return _restore(request, restorer, y, request.steps or restorer.steps,
-                    progress_label(restorer.task, restorer.runner.backend, tiles))
+                    progress_label(restorer.task, restorer.runner.backend,
+                                   restorer.tile_count(y, request.tile_overlap)))
 
 
 def _restore(request: RestoreRequest, restorer, y, total: int, label: str):
@@ -98,9 +97,9 @@ def _restore(request: RestoreRequest, restorer, y, total: int, label: str):
     return result.image, result.backend
 
 
-def progress_label(task: str, backend: str, tiles) -> str:
-    """The progress bar's label, with the tile count when tiled."""
-    count = "" if tiles is None else f", {tiles.tile_count} tiles"
+def progress_label(task: str, backend: str, tiles: int) -> str:
+    """The progress bar's label, with the tile count when tiled (``tiles`` > 1)."""
+    count = f", {tiles} tiles" if tiles > 1 else ""
     return f"SILO {task} [{backend}{count}]"
 
 
@@ -125,7 +124,6 @@ def restore_with_torch(request: RestoreRequest, *, y, cuda: bool):
                                    log=lambda line: click.echo(line, err=True))
     if request.keep_measured:
         restorer.degradation.check_imposable()
-    tiles = restorer.tile_count(y, request.tile_overlap)
-    count = f", {tiles} tiles" if tiles > 1 else ""
     return _restore(request, restorer, y, request.steps or restorer.steps,
-                    f"SILO {restorer.task} [{restorer.backend}{count}]")
+                    progress_label(restorer.task, restorer.backend,
+                                   restorer.tile_count(y, request.tile_overlap)))

@@ -30,8 +30,9 @@ class BundleTileModel:
         self.scale = scale
         self.latent_channels = int(manifest.latent_shape[1])
         self.vae_scale = self.tile_px // int(manifest.latent_shape[-1])
+        self.init_noise_sigma = float(manifest.init_noise_sigma)
+        self.timesteps = np.asarray(timesteps)
         self._context = context
-        self._timesteps = np.asarray(timesteps)
         self._coefficients = np.asarray(coefficients, np.float32)
         self._guidance = (eta, sigma_y, cfg_scale)
 
@@ -43,7 +44,7 @@ class BundleTileModel:
         losses: list[float] = []
         one = slice(index, index + 1)
         z_prev = self.graphs.run_steps(
-            z, w, self._context, self._timesteps[one], self._coefficients[one], noise[None],
+            z, w, self._context, self.timesteps[one], self._coefficients[one], noise[None],
             *self._guidance, callback=lambda i, t, latent, loss: losses.append(loss))
         return z_prev, losses[0]
 

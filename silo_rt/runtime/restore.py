@@ -248,9 +248,7 @@ class BundleRunner:
             x = self._restore_whole(y, seed, eta, sigma_y, callback, steps, sampler)
         else:
             log(f"tiles: {tiled.describe()}")
-            timesteps, _ = self.schedule(steps, sampler)
-            x = tiled.run(NoiseSource(seed), timesteps, self.manifest.init_noise_sigma,
-                          callback)
+            x = tiled.run(NoiseSource(seed), callback)
         return self.degradation.keep_measured(y, x) if keep_measured else x
 
     def _restore_whole(self, y, seed, eta, sigma_y, callback, steps, sampler) -> np.ndarray:
