@@ -24,7 +24,7 @@ import numpy as np
 from .backends import AUTO, StepCallback
 from .errors import SiloError
 from .schedule import DEFAULT_SAMPLER
-from .tiling import DEFAULT_OVERLAP
+from .tiling import DEFAULT_OVERLAP, tiles_per_image
 
 
 @dataclass(frozen=True)
@@ -245,8 +245,11 @@ class _BundleEngine:
         return self.runner.eta_choice(eta, steps, sampler)
 
     def tile_count(self, y, overlap) -> int:
-        tiles = self.runner.tiling(y, overlap)
-        return 1 if tiles is None else tiles.tile_count
+        if self.runner.is_whole(y):
+            return 1
+        m = self.runner.manifest
+        return tiles_per_image(*y.shape[-2:], self.degradation.scale, m.image_size, overlap,
+                               m.image_size // m.latent_shape[-1])
 
     def restore(self, y, *, seed, eta, sigma_y, steps, sampler, overlap, keep_measured,
                 callback=None):
@@ -305,11 +308,8 @@ class _ReferenceEngine:
     def tile_count(self, y, overlap) -> int:
         if self._whole(y):
             return 1
-        from .tiling import plan_for
-
-        _, plan = plan_for(y.shape[-2], y.shape[-1], self.degradation.scale,
-                           self.config.image_size, overlap, self.prior.vae_scale)
-        return len(plan)
+        return tiles_per_image(*y.shape[-2:], self.degradation.scale, self.config.image_size,
+                               overlap, self.prior.vae_scale)
 
     def draw(self, y, k, *, seed, on_sample=None, **settings):
         """``(k, N, 3, H, W)``, sample ``i`` seeded by

@@ -251,3 +251,9 @@ def plan_for(height: int, width: int, scale: int, tile_px: int,
     tile = tile_px // vae_scale
     overlap = default_overlap(tile) if overlap is None else overlap
     return padding, TilePlan(latent_h, latent_w, tile, overlap)
+
+
+def tiles_per_image(height: int, width: int, scale: int, tile_px: int,
+                    overlap: int | None = DEFAULT_OVERLAP, vae_scale: int = 8) -> int:
+    """How many tiles :func:`plan_for` cuts a ``height × width`` measurement into."""
+    return len(plan_for(height, width, scale, tile_px, overlap, vae_scale)[1])
