@@ -4,8 +4,10 @@ Each part runs in its own process and reports the peak RSS of every stage (VmHWM
 between stages), as ``silo-rt bench --sizes`` does:
 
     python benchmarks/sd15_memory.py export  BUNDLE [--prior sd15-random] [--size 512]
-                                             [--attention recompute|keep] [--chunk 1024]
+                                             [--attention recompute|keep] [--chunk 512]
+                                             [--weights fp32|fp16]
     python benchmarks/sd15_memory.py restore BUNDLE [--backend ort|openvino] [--steps 3]
+                                             [--memory fast|low] [--image 1024x768]
                                              [--ort-config KEY=VALUE ...] [--ov-config K=V ...]
     python benchmarks/sd15_memory.py torch   -      [--steps 2]   # PyTorch eager, the peer
 
@@ -28,7 +30,7 @@ from silo_rt.bench.memory import Stages
 
 
 def export(bundle: str, prior_name: str, size: int, attention: str | None,
-           chunk: int | None) -> dict:
+           chunk: int | None, weights: str = "fp32") -> dict:
     from silo_rt.export import ExportOptions, export_bundle
     from silo_rt.export.attention import DEFAULT_ATTENTION, DEFAULT_CHUNK
     from silo_rt.operators import OperatorConfig, build_operator
@@ -50,11 +52,11 @@ def export(bundle: str, prior_name: str, size: int, attention: str | None,
     attention, chunk = attention or DEFAULT_ATTENTION, chunk or DEFAULT_CHUNK
     start = time.perf_counter()
     options = ExportOptions(SamplingOptions("sr8", steps=999), size, include_unet_h=False,
-                            attention=attention, attention_chunk=chunk)
+                            attention=attention, attention_chunk=chunk, weights=weights)
     export_bundle(prior, operator, config, options, bundle, on_stage=on_stage)
     stages.mark("export: rest")
     return {"what": "export", "prior": prior_name, "size": size, "attention": attention,
-            "chunk": chunk, "seconds": round(time.perf_counter() - start, 1),
+            "chunk": chunk, "weights": weights, "seconds": round(time.perf_counter() - start, 1),
             "stage_seconds": seconds, "peak_mib": stages.peak, "stages_mib": stages.rows}
 
 
@@ -94,7 +96,8 @@ def _open(graphs, name: str) -> None:
     (graphs.session if hasattr(graphs, "session") else graphs.request)(name)
 
 
-def restore(bundle: str, backend: str, steps: int, ort_config: dict, ov_config: dict) -> dict:
+def restore(bundle: str, backend: str, steps: int, ort_config: dict, ov_config: dict,
+            memory: str = "fast") -> dict:
     from silo_rt.noise import NoiseSource
     from silo_rt.runtime import BundleRunner
 
@@ -105,7 +108,7 @@ def restore(bundle: str, backend: str, steps: int, ort_config: dict, ov_config: 
         kinds[label] = _rss_kinds()
 
     mark("interpreter + imports")
-    runner = BundleRunner(bundle, backend=backend, threads=2, verify=False)
+    runner = BundleRunner(bundle, backend=backend, threads=2, verify=False, memory=memory)
     graphs, m = runner.graphs, runner.manifest
     _configure(graphs, ort_config, ov_config)
     mark("manifest")
@@ -141,13 +144,38 @@ def restore(bundle: str, backend: str, steps: int, ort_config: dict, ov_config: 
     # CPU seconds of all threads: on a machine shared with other work, wall time measures
     # the others too
     step_cpu_seconds = [round(b - a, 3) for a, b in zip(cpu_ticks, cpu_ticks[1:])]
-    return {"what": "restore", "backend": runner.label, "steps": steps,
+    return {"what": "restore", "backend": runner.label, "steps": steps, "memory": memory,
             "ort_config": ort_config, "ov_config": ov_config,
             "step_seconds": step_seconds, "step_cpu_seconds": step_cpu_seconds,
             "median_step_s_after_first": (round(float(np.median(step_seconds[1:])), 3)
                                           if steps > 1 else None),
             "peak_mib": stages.peak, "stages_mib": stages.rows,
             "anon_file_mib_at_stage_end": kinds}
+
+
+def restore_image(bundle: str, backend: str, steps: int, image: str, memory: str) -> dict:
+    """One whole restoration of a random measurement of ``image`` (``WxH`` restored pixels)
+    through ``BundleRunner.restore``: the bundle's own size in one piece, another by tiles."""
+    from silo_rt.runtime import BundleRunner
+
+    stages = Stages()
+    stages.mark("interpreter + imports")
+    runner = BundleRunner(bundle, backend=backend, threads=2, verify=False, memory=memory)
+    stages.mark("manifest")
+    width, height = (int(n) for n in image.split("x"))
+    scale = runner.degradation.scale
+    y = np.random.default_rng(0).uniform(
+        -1, 1, (1, 3, height // scale, width // scale)).astype(np.float32)
+    lines, ticks = [], [time.perf_counter()]
+    start = time.perf_counter()
+    x = runner.restore(y, steps=steps, log=lines.append,
+                       callback=lambda *args: ticks.append(time.perf_counter()))
+    seconds = time.perf_counter() - start
+    stages.mark(f"restoration ({steps} steps)")
+    assert np.isfinite(x).all() and x.shape[-2:] == (height, width)
+    return {"what": "restore-image", "backend": runner.label, "steps": steps,
+            "memory": memory, "image": image, "tiles": lines, "seconds": round(seconds, 1),
+            "peak_mib": stages.peak, "stages_mib": stages.rows}
 
 
 def torch_restore(steps: int) -> dict:
@@ -184,17 +212,25 @@ def main() -> None:
     parser.add_argument("--attention", default=None, help="recompute | keep (export's default)")
     parser.add_argument("--chunk", type=int, default=None, help="(export's default)")
     parser.add_argument("--backend", default="ort")
+    parser.add_argument("--weights", default="fp32", help="export: fp32 | fp16 storage")
+    parser.add_argument("--memory", default="fast", help="restore: fast | low (ort)")
+    parser.add_argument("--image", default=None,
+                        help="restore: WxH restored pixels, one whole restoration (by tiles "
+                             "where not the bundle's size)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--ort-config", nargs="*", default=[])
     parser.add_argument("--ov-config", nargs="*", default=[])
     args = parser.parse_args()
     if args.what == "export":
-        result = export(args.bundle, args.prior, args.size, args.attention, args.chunk)
+        result = export(args.bundle, args.prior, args.size, args.attention, args.chunk,
+                        args.weights)
     elif args.what == "torch":
         result = torch_restore(args.steps)
+    elif args.image:
+        result = restore_image(args.bundle, args.backend, args.steps, args.image, args.memory)
     else:
         result = restore(args.bundle, args.backend, args.steps, _pairs(args.ort_config),
-                         _pairs(args.ov_config))
+                         _pairs(args.ov_config), args.memory)
     print(json.dumps(result))
 
 

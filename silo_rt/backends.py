@@ -38,6 +38,13 @@ class GraphBackend(Protocol):
         """Release sessions, engines and device memory."""
 
 
+MEMORY_MODES = ("fast", "low")
+"""How the step's weights are held: ``fast``, ONNX Runtime's own way (every layout a kernel
+reads, prepacked, computed once when loading: about two copies of the weights, because the
+step reads each weight as the forward does and transposed/flipped for the backward); ``low``,
+one copy, each layout computed when a step needs it (``benchmarks/memory/README.md``)."""
+
+
 @dataclass(frozen=True)
 class Backend:
     """A way of running SILO.
@@ -59,6 +66,8 @@ class Backend:
             chooses from the bundle).
         title: its name in messages.
         precision_hint: appended to the refusal of another precision.
+        memories: the ways it can hold a step's weights (``--memory``; the first is its
+            default): ``low`` keeps one copy at some speed (ONNX Runtime only).
     """
 
     name: str
@@ -72,6 +81,14 @@ class Backend:
     precisions: tuple[str, ...] = ()
     title: str = ""
     precision_hint: str = ""
+    memories: tuple[str, ...] = ("fast",)
+
+    def check_memory(self, memory: str) -> None:
+        """Refuse a memory mode this backend does not have, in one line."""
+        if memory not in self.memories:
+            runs = [b.title or b.name for b in BACKENDS.values() if memory in b.memories]
+            raise SiloError(f"--memory {memory} is not a mode of {self.title or self.name}"
+                            + (f" ({' and '.join(runs)} only)" if runs else ""))
 
     def check_precision(self, precision: str | None) -> None:
         """Refuse a precision this backend does not run, in one line."""
@@ -81,17 +98,20 @@ class Backend:
 
     def open(self, bundle, manifest, *, precision: str | None = None,
              threads: int | None = None, providers: list[str] | None = None,
-             log=lambda line: None) -> GraphBackend:
-        """The class named by :attr:`opens`, opened on a verified bundle."""
+             memory: str = "fast", log=lambda line: None) -> GraphBackend:
+        """The class named by :attr:`opens`, opened on a verified bundle (``memory`` goes to
+        the classes of backends with more than one of :attr:`memories`)."""
         from importlib import import_module
 
         if self.opens is None:
             raise SiloError(f"the {self.name} backend does not open a bundle by itself")
         self.check_precision(precision)
+        self.check_memory(memory)
         module, _, name = self.opens.partition(":")
+        modes = {"memory": memory} if len(self.memories) > 1 else {}
         return getattr(import_module(module), name).open(
             bundle, manifest, precision=precision, threads=threads, providers=providers,
-            log=log)
+            log=log, **modes)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -108,7 +128,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("ort", "bundle", False, True, True, True,
             "ONNX Runtime on a bundle (CUDA when this onnxruntime has it)",
             opens="silo_rt.runtime.ort_backend:OrtGraphs", precisions=("fp32", "fp16"),
-            title="ONNX Runtime", precision_hint=" (bf16: --backend openvino)"),
+            title="ONNX Runtime", precision_hint=" (bf16: --backend openvino)",
+            memories=("fast", "low")),
     Backend("openvino", "bundle", False, True, True, True,
             "OpenVINO on a bundle's ONNX graphs (CPU; restore --precision bf16: bfloat16)",
             opens="silo_rt.runtime.openvino_backend:OpenVinoGraphs",

@@ -102,19 +102,21 @@ class Restorer:
     # -- opening --------------------------------------------------------------------------
     @classmethod
     def from_bundle(cls, path: str | Path, backend: str = AUTO, precision: str | None = None,
-                    threads: int | None = None, verify: bool = True,
+                    threads: int | None = None, verify: bool = True, memory: str = "fast",
                     log=lambda line: None) -> Restorer:
         """A restorer on a bundle folder written by ``silo-rt export``.
 
         ``backend``: ``auto`` (TensorRT when usable, else the faster CPU backend that agrees
         with ONNX Runtime), ``ort``, ``openvino`` or ``trt``; ``precision``: ``fp32``,
-        ``fp16`` or ``bf16`` (:class:`~silo_rt.runtime.BundleRunner`); ``log`` gets one-line
-        notes (engine builds, tiles, the backend choice).
+        ``fp16`` or ``bf16``; ``memory``: ``fast`` or ``low`` (ONNX Runtime holding one copy
+        of the step's weights, slower; :class:`~silo_rt.runtime.BundleRunner`); ``log`` gets
+        one-line notes (engine builds, tiles, the backend choice).
         """
         from .runtime import BundleRunner
 
         return cls(_BundleEngine(BundleRunner(path, backend=backend, threads=threads,
-                                              precision=precision, verify=verify, log=log),
+                                              precision=precision, verify=verify,
+                                              memory=memory, log=log),
                                  log))
 
     @classmethod

@@ -82,15 +82,40 @@ def test_the_check_measures_both_steps_and_later_choices_use_the_measurement(aut
                                   f"{measured / 2**30:.1f} GiB")
 
 
+def test_auto_runs_onnx_runtime_in_low_memory_where_only_that_fits(auto, monkeypatch):
+    bundle, manifest = auto
+    ort_need = backend_choice.estimated_peak(bundle, manifest, "ort")
+    low_need = backend_choice.estimated_peak(bundle, manifest, "ort-low")
+    assert low_need < ort_need
+    _fake_available(monkeypatch, low_need)
+    _no_check(monkeypatch)
+    runner = BundleRunner(bundle, backend="auto", threads=1)
+    assert runner.backend == "ort" and runner.graphs.memory == "low"
+    assert runner.label.endswith(f"; ort in low memory (fast, it needs about "
+                                 f"{ort_need / 2**30:.1f} GiB, "
+                                 f"{low_need / 2**30:.1f} GiB available)")
+    _fake_available(monkeypatch, ort_need)
+    assert BundleRunner(bundle, backend="auto", threads=1).graphs.memory == "fast"
+
+
 def test_auto_says_when_not_even_onnx_runtime_fits(auto, monkeypatch):
     bundle, manifest = auto
     _fake_available(monkeypatch, 1)
     _no_check(monkeypatch)
     runner = BundleRunner(bundle, backend="auto", threads=1)
-    ort_need = backend_choice.estimated_peak(bundle, manifest, "ort")
-    assert runner.backend == "ort"
-    assert runner.label.endswith(f"; ort itself needs about {ort_need / 2**30:.1f} GiB, "
-                                 "0.0 GiB available: expect swapping")
+    low_need = backend_choice.estimated_peak(bundle, manifest, "ort-low")
+    assert runner.backend == "ort" and runner.graphs.memory == "low"
+    assert runner.label.endswith(f"; ort in low memory, and even so it needs about "
+                                 f"{low_need / 2**30:.1f} GiB, 0.0 GiB available: expect "
+                                 "swapping")
+
+
+def test_low_memory_asked_of_auto_runs_onnx_runtime_so(auto, monkeypatch):
+    bundle, _ = auto
+    _no_check(monkeypatch)
+    runner = BundleRunner(bundle, backend="auto", threads=1, memory="low")
+    assert runner.backend == "ort" and runner.graphs.memory == "low"
+    assert "low memory" in runner.label
 
 
 def test_unknown_available_memory_skips_nothing(auto, monkeypatch):

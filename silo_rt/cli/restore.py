@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..backends import AUTO, RESTORE_CHOICES
+from ..backends import AUTO, MEMORY_MODES, RESTORE_CHOICES
 from ..degradations import task_names
 from ..tiling import DEFAULT_OVERLAP
 from .group import cli
@@ -102,6 +102,10 @@ from .restore_request import RestoreRequest
               help="latent pixels that neighbouring tiles share and blend (x8 image pixels "
                    "on SD-1.x); 0 lets tiles only abut  [default: a quarter of the tile: 16 "
                    "on SD-1.x at 512 px, 4 on the demo]")
+@click.option("--memory", type=click.Choice(MEMORY_MODES), default="fast", show_default=True,
+              help="low: ONNX Runtime holds one copy of the step's weights instead of about "
+                   "two, at some speed (SD-1.5 at 512 px: README, Memory); auto picks it "
+                   "itself where only it fits")
 def restore(**params):
     """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).
 

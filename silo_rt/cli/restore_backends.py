@@ -54,6 +54,7 @@ def open_restorer(request: RestoreRequest):
 
     restorer = Restorer.from_bundle(request.bundle, backend=request.backend,
                                     threads=request.threads, precision=request.precision,
+                                    memory=request.memory,
                                     log=lambda line: click.echo(line, err=True))
     if request.task is not None and request.task != restorer.task:
         raise SiloError(f"bundle {request.bundle} is for task {restorer.task!r}, "
@@ -113,8 +114,9 @@ def restore_with_torch(request: RestoreRequest, *, y, cuda: bool):
     from ..restorer import Restorer
 
     refuse_options(f"--backend {request.backend}: the PyTorch reference runs in fp32 with "
-                   "PyTorch's threads (--threads and --precision set a bundle's backend)",
-                   threads=request.threads, precision=request.precision)
+                   "PyTorch's threads (--threads, --precision and --memory set a bundle's "
+                   "backend)", threads=request.threads, precision=request.precision,
+                   memory=None if request.memory == "fast" else request.memory)
     if request.keep_measured and request.task is not None:
         get_degradation(request.task).check_imposable()
     restorer = Restorer.from_model(request.model, request.operator_path, request.task,

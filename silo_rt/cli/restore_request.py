@@ -41,3 +41,4 @@ class RestoreRequest:
     samples: int | None
     overwrite: bool = False
     tile_overlap: int | None = DEFAULT_OVERLAP
+    memory: str = "fast"

@@ -27,9 +27,12 @@ from diffusers.models.attention_processor import AttnProcessor
 
 ATTENTION_MODES = ("recompute", "keep")
 DEFAULT_ATTENTION = "recompute"
-DEFAULT_CHUNK = 1024
-"""Query rows per chunk of :class:`RecomputedAttention` (chosen on ``small``/sd15-random,
-``benchmarks/memory/README.md``)."""
+DEFAULT_CHUNK = 512
+"""Query rows per chunk of :class:`RecomputedAttention`. SD-1.x's 64×64 attention alone
+(8 × 4096 × 40, ONNX Runtime): 512 rows took 0.50 s and 0.3 GiB, 1024 rows 0.57 s and
+0.5 GiB, autograd's backward 0.55 s and 1.6 GiB; 256 rows was 6 % faster still but held
+more (arena), doubles the graph and slows the export. On the sd15-random step, 512 chained
+rows peaked 0.8 GiB lower than 1024 unchained (``benchmarks/memory/README.md``)."""
 
 
 def _plain_attention_scores(attn, query, key, attention_mask=None):
@@ -62,10 +65,21 @@ def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
+def _after(x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """``x`` plus a zero-weighted element of ``previous``: the same values, computed after
+    ``previous``. Chunks are independent, and ONNX Runtime orders independent nodes
+    breadth-first, so unchained it computes every chunk's maps side by side (SD-1.x's 64×64
+    attention: ~0.7 GiB whatever the chunk size, ``benchmarks/memory``)."""
+    return x if previous is None else x + previous[:, :1, :1] * 0
+
+
 def _forward(query, key, value, chunk: int, upcast: bool):
     key_t = key.transpose(1, 2)
-    return _cat([torch.bmm(_softmax(torch.bmm(q, key_t), upcast), value)
-                 for q in query.split(chunk, dim=1)])
+    outs = []
+    for q in query.split(chunk, dim=1):
+        q = _after(q, outs[-1] if outs else None)
+        outs.append(torch.bmm(_softmax(torch.bmm(q, key_t), upcast), value))
+    return _cat(outs)
 
 
 def _backward(query, key, value, out, grad_out, chunk: int, upcast: bool):
@@ -76,6 +90,8 @@ def _backward(query, key, value, out, grad_out, chunk: int, upcast: bool):
         # incoming gradient: a scheduler cannot run it early (in the forward, keeping it
         # all along) and no common-subexpression pass can merge it with the forward's.
         anchor = d_out[:, :1, :1] * 0
+        if grad_q:  # after all of the previous chunk's results (see _after)
+            anchor = _after(anchor, sum(g[-1][:, :1, :1] for g in (grad_q, grad_k, grad_v)))
         probs = _softmax(torch.bmm(q + anchor, key_t), upcast)
         grad_v.append(torch.bmm(probs.transpose(1, 2), d_out))
         rows = (d_out * o).sum(dim=-1, keepdim=True)

@@ -10,7 +10,9 @@ wins (median of three steps each, one backend after the other).
 Memory comes first: a candidate whose restoration would not fit in the memory this machine
 has available now (``MemAvailable``) is skipped, and the line says so. Its need is estimated
 from the bundle's graph files before it has been checked (:data:`PEAK_PER_GRAPH_BYTE`) and
-from the peak the check measured afterwards (:func:`estimated_peak`).
+from the peak the check measured afterwards (:func:`estimated_peak`). Where ONNX Runtime
+itself would not fit, it runs with ``memory="low"`` (one copy of the step's weights, slower
+steps), and the line says that too.
 
 The verdict is cached per bundle, machine and library versions in
 ``$XDG_CACHE_HOME/silo-rt/auto-backend.json`` (``~/.cache`` by default), so only the first
@@ -46,10 +48,11 @@ step was 1.4e-6 off on the demo and 9.4e-3 on random-weight ``small`` (whose gui
 TIMED_STEPS = 3
 RESTORATION_GRAPHS = (step_io.VAE_ENCODER, step_io.STEP, step_io.VAE_DECODER)
 """The graphs a CPU restoration holds open at once."""
-PEAK_PER_GRAPH_BYTE = {"ort": 3.1, "openvino": 4.5}
+PEAK_PER_GRAPH_BYTE = {"ort": 2.7, "ort-low": 2.2, "openvino": 4.5}
 """A restoration's peak RSS per byte of its graph files (:data:`RESTORATION_GRAPHS`), before
-a check has measured the step: sd15-random, sr8 at 512 px, attention recomputed (3.80 GB of
-graphs; ONNX Runtime peaked at 10.2-11.0 GiB, OpenVINO at 15.7; ``benchmarks/memory/``)."""
+a check has measured the step: sd15-random, sr8 at 512 px, attention recomputed in chunks of
+512 rows (3.80 GB of graphs; ONNX Runtime peaked at 8.9 GiB, 7.2 GiB with ``--memory low``,
+OpenVINO at 15.7 with 1024-row chunks; ``benchmarks/memory/``), with some margin."""
 PIN_VARIABLE = "SILO_RT_AUTO_CPU"
 """``ort`` or ``openvino``: what ``auto`` runs on a CPU without checking (the same backend
 on every machine, e.g. for outputs that must match across machines)."""
@@ -306,22 +309,31 @@ def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = N
         return "ort", ort_graphs, f"ort ({ort_graphs.providers[0]})"
     if pinned == "ort":
         return "ort", ort_graphs, f"ort ({PIN_VARIABLE}=ort)"
-    if not openvino_available():
-        return "ort", ort_graphs, "ort (OpenVINO is not installed)"
-    key = _key(bundle, manifest, "openvino", threads)
     available = available_memory()
 
-    def ort_line(line: str, verdict: Verdict | None) -> str:
+    def ort(line: str, verdict: Verdict | None):
+        """ONNX Runtime, in low memory where only that fits."""
         too_big = _too_big(bundle, manifest, "ort", verdict, available)
-        return line if too_big is None else f"{line}; ort itself {too_big}: expect swapping"
+        if too_big is None:
+            return "ort", ort_graphs, line
+        ort_graphs.close()
+        low = OrtGraphs(bundle, manifest, providers, threads, memory="low")
+        low_too_big = _too_big(bundle, manifest, "ort-low", None, available)
+        if low_too_big is None:
+            return "ort", low, f"{line}; ort in low memory (fast, it {too_big})"
+        return "ort", low, f"{line}; ort in low memory, and even so it {low_too_big}: " \
+                           "expect swapping"
+
+    if not openvino_available():
+        return ort("ort (OpenVINO is not installed)", None)
+    key = _key(bundle, manifest, "openvino", threads)
 
     try:
         with _checking_alone():  # processes starting together (accelerate) check once
             verdict = _cached(key)
             too_big = _too_big(bundle, manifest, "openvino", verdict, available)
             if too_big is not None:  # not even checked: the check would not fit either
-                return "ort", ort_graphs, ort_line(f"ort (openvino skipped: it {too_big})",
-                                                   verdict)
+                return ort(f"ort (openvino skipped: it {too_big})", verdict)
             candidate = None
             if verdict is None or verdict.use_candidate:
                 candidate = OpenVinoGraphs(bundle, manifest, threads)
@@ -339,5 +351,5 @@ def choose_cpu_backend(bundle: Path, manifest: Manifest, threads: int | None = N
     if candidate is not None:
         candidate.close()
     if verdict.use_candidate:
-        return "ort", ort_graphs, ort_line(f"ort (openvino skipped: it {too_big})", verdict)
-    return "ort", ort_graphs, ort_line(verdict.describe(), verdict)
+        return ort(f"ort (openvino skipped: it {too_big})", verdict)
+    return ort(verdict.describe(), verdict)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import StepCallback
+from ..backends import MEMORY_MODES, StepCallback
 from ..bundle_format import Manifest
 from ..errors import SiloError, first_line
 from . import step_io
@@ -53,6 +53,33 @@ def release_freed_heap() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
+WEIGHT_MIN_ELEMENTS = 4096
+"""``low`` holds float initializers at least this large as they are stored; smaller ones
+(biases, norms, shape constants) stay folded and prepacked."""
+
+
+def with_weights_as_inputs(path: Path, min_elements: int = WEIGHT_MIN_ELEMENTS) -> bytes:
+    """The ONNX model at ``path`` with every float initializer of at least ``min_elements``
+    also listed as a graph input (an overridable initializer), serialized without its
+    external data.
+
+    ONNX Runtime never folds or prepacks an overridable initializer, so the session holds
+    each such weight once, as stored, and derives the transposed or reordered layouts a
+    kernel reads at run time. Nothing feeds them: each keeps its stored value.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    listed = {i.name for i in model.graph.input}
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    for weight in model.graph.initializer:
+        if (weight.data_type in floats and weight.name not in listed
+                and int(np.prod(weight.dims, dtype=np.int64)) >= min_elements):
+            model.graph.input.append(onnx.helper.make_tensor_value_info(
+                weight.name, weight.data_type, list(weight.dims)))
+    return model.SerializeToString()
+
+
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
@@ -75,22 +102,28 @@ class OrtGraphs:
         providers: ONNX Runtime execution providers, default :func:`default_providers`.
         threads: intra-op threads (None = ONNX Runtime's default, all cores).
         precision: ``fp32`` runs the ``step`` graph, ``fp16`` the bundle's ``step_fp16``.
+        memory: how the step's weights are held (:data:`MEMORY_MODES`; ``low`` on a CPU
+            only).
     """
 
     @classmethod
     def open(cls, bundle: Path, manifest: Manifest, *, precision: str | None = None,
              threads: int | None = None, providers: list[str] | None = None,
-             log=lambda line: None) -> OrtGraphs:
+             memory: str = "fast", log=lambda line: None) -> OrtGraphs:
         """The registry's way in (:attr:`silo_rt.backends.Backend.opens`)."""
-        return cls(bundle, manifest, providers, threads, precision or "fp32")
+        return cls(bundle, manifest, providers, threads, precision or "fp32", memory)
 
     @property
     def label(self) -> str:
-        return f"ort ({self.providers[0]})"
+        low = ", low memory" if self.memory == "low" else ""
+        return f"ort ({self.providers[0]}{low})"
 
     def __init__(self, bundle: Path, manifest: Manifest, providers: list[str] | None = None,
-                 threads: int | None = None, precision: str = "fp32"):
+                 threads: int | None = None, precision: str = "fp32", memory: str = "fast"):
         import onnxruntime as ort
+
+        if memory not in MEMORY_MODES:
+            raise SiloError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
 
         self.manifest = manifest
         self.step_graph = step_io.STEP_GRAPHS.get(precision, step_io.STEP)
@@ -99,6 +132,9 @@ class OrtGraphs:
                             "export it again with --precision fp16")
         self.providers = providers or default_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        if memory == "low" and self.device != "cpu":
+            raise SiloError("--memory low is for ONNX Runtime on a CPU (this one runs CUDA)")
+        self.memory = memory
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -139,7 +175,13 @@ class OrtGraphs:
         if name not in self._sessions:
             path = self.manifest.graph_file(self._bundle, name)
             try:
-                self._sessions[name] = ort.InferenceSession(str(path), self._options,
+                source = str(path)
+                if self.memory == "low" and name == self.step_graph:
+                    source = with_weights_as_inputs(path)  # bytes: say where its data is
+                    self._options.add_session_config_entry(
+                        "session.model_external_initializers_file_folder_path",
+                        str(path.parent))
+                self._sessions[name] = ort.InferenceSession(source, self._options,
                                                             providers=self.providers)
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise SiloError(f"cannot load {path.name}: {first_line(exc)}") from None

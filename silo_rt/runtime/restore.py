@@ -61,17 +61,23 @@ class BundleRunner:
             where the bundle has its ``step_fp16`` graph); fp16 needs a bundle exported
             with ``--precision fp16``, bf16 OpenVINO.
         verify: check every file's sha256 against the manifest first.
+        memory: ``fast`` or ``low`` (ONNX Runtime on a CPU: one copy of the step's weights,
+            steps slower; :data:`~.ort_backend.MEMORY_MODES`). With ``auto``, ``fast`` may
+            still run ``low`` where only that fits (:mod:`.backend_choice`).
         log: progress lines (e.g. TensorRT engine builds on first use).
     """
 
     def __init__(self, bundle: str | Path, backend: str = "ort",
                  providers: list[str] | None = None, threads: int | None = None,
-                 precision: str | None = None, verify: bool = True, log=lambda line: None):
+                 precision: str | None = None, verify: bool = True, memory: str = "fast",
+                 log=lambda line: None):
         if backend not in (AUTO, *RUNNER_BACKENDS):
             raise SiloError(f"unknown backend {backend!r}; a bundle runs with "
                             f"{', '.join((AUTO, *RUNNER_BACKENDS))}")
         self.path = Path(bundle)
         self.manifest = load_manifest(self.path, verify=verify)
+        if backend == AUTO and memory == "low":  # the one backend with that mode
+            backend = "ort"
         if backend == AUTO and _tensorrt_for_auto(log):
             backend = "trt"
         elif backend == AUTO and precision in ("fp16", "bf16"):  # the one CPU backend for each
@@ -86,7 +92,7 @@ class BundleRunner:
         else:
             self.graphs = BACKENDS[backend].open(self.path, self.manifest,
                                                  precision=precision, threads=threads,
-                                                 providers=providers, log=log)
+                                                 providers=providers, memory=memory, log=log)
             self.label = self.graphs.label
         self.backend = backend
         self.context = self._load_context()
