@@ -54,7 +54,7 @@ def _measure(variant: str, tokens: int, heads: int, dim: int, repeats: int,
     import onnxruntime as ort
 
     from silo_rt.bench.memory import Stages
-    from silo_rt.runtime.ort_backend import _use_env_arena  # the runtime's own arena
+    from silo_rt.runtime.ort_backend import use_env_arena  # the runtime's own arena
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "attention.onnx"
@@ -62,7 +62,7 @@ def _measure(variant: str, tokens: int, heads: int, dim: int, repeats: int,
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        _use_env_arena(ort, options)
+        use_env_arena(ort, options)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         nodes = sum(1 for _ in __import__("onnx").load(str(path)).graph.node)
     rng = np.random.default_rng(0)

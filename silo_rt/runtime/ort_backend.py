@@ -21,7 +21,7 @@ from .finite import check_losses
 _ENV_ARENA = []  # set once the process-wide CPU arena below is registered
 
 
-def _use_env_arena(ort, options) -> None:
+def use_env_arena(ort, options) -> None:
     """Let sessions share one process-wide CPU arena that grows by what is requested.
 
     The default per-session arena grows to the next power of two: on ``small`` a 256px
@@ -142,7 +142,7 @@ class OrtGraphs:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         if self.device == "cpu":
-            _use_env_arena(ort, options)
+            use_env_arena(ort, options)
         self._options = options
         self._bundle = Path(bundle)
         self._sessions: dict = {}
