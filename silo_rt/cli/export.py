@@ -77,7 +77,7 @@ from .recipe import recipe_option
                    "probabilities from Q and K (sd15 at 512 px: a restoration peaks 3 GiB "
                    "lower), keep stores them from the forward")
 @click.option("--attention-chunk", type=click.IntRange(1, None), default=None,
-              help="query rows a chunk with --attention recompute [default: 1024]")
+              help="query rows a chunk with --attention recompute [default: 512]")
 @click.option("--no-unet-h", is_flag=True,
               help="leave out the unet_h graph (used by bench and parity checks, not by "
                    "restore)")
