@@ -103,9 +103,9 @@ from .restore_request import RestoreRequest
                    "on SD-1.x); 0 lets tiles only abut  [default: a quarter of the tile: 16 "
                    "on SD-1.x at 512 px, 4 on the demo]")
 @click.option("--memory", type=click.Choice(MEMORY_MODES), default="fast", show_default=True,
-              help="low: ONNX Runtime holds one copy of the step's weights instead of about "
-                   "two, at some speed (SD-1.5 at 512 px: README, Memory); auto picks it "
-                   "itself where only it fits")
+              help="low: ONNX Runtime or OpenVINO holds the step's weights once, as stored, "
+                   "instead of a copy per layout, for slower steps (SD-1.5 at 512 px: README, "
+                   "CPU memory); auto runs ort so by itself where only that fits")
 def restore(**params):
     """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).
 
