@@ -19,8 +19,9 @@ from silo_rt.schedule import alphas_record, from_alphas, from_scheduler
 
 
 def _two_conv_model(path, exact_weight, inexact_weight):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 5])
+    channels = exact_weight.shape[0]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 5, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 5, 5])
     nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["h", "w2"], ["y"], pads=[1, 1, 1, 1])]
     graph = helper.make_graph(nodes, "g", [x], [y],
@@ -60,14 +61,15 @@ def test_fp16_storage_rewrites_graphs_with_external_data(tmp_path):
     import onnxruntime as ort
 
     g = np.random.default_rng(1)
-    exact = g.standard_normal((2, 2, 3, 3)).astype(np.float16).astype(np.float32)
-    inexact = g.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    # 8 channels: weights over the 1 KB that external data files hold (smaller stay inline)
+    exact = g.standard_normal((8, 8, 3, 3)).astype(np.float16).astype(np.float32)
+    inexact = g.standard_normal((8, 8, 3, 3)).astype(np.float32)
     single = tmp_path / "single.onnx"
     _two_conv_model(single, exact, inexact)
     path = tmp_path / "m.onnx"
     onnx.save_model(onnx.load(str(single)), str(path), save_as_external_data=True,
                     all_tensors_to_one_file=True, location="m.onnx.weights", size_threshold=0)
-    x = g.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    x = g.standard_normal((1, 8, 5, 5)).astype(np.float32)
     before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
 
     converted, saved, files = store_exact_fp16_initializers(path, external=True)
@@ -80,6 +82,32 @@ def test_fp16_storage_rewrites_graphs_with_external_data(tmp_path):
         "w1__fp16": TensorProto.FLOAT16, "w2": TensorProto.FLOAT}
     after = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     np.testing.assert_array_equal(after, before)
+
+
+def test_fp16_storage_with_external_data_keeps_shape_constants_readable(tmp_path):
+    """Small constants (a Reshape's target shape) stay inside the graph file after the
+    rewrite, so the full ONNX check (shape inference) can read them: SD-1.5's step, exported
+    with --weights fp16, was refused by the exporter's own check before."""
+    from silo_rt.export.onnx_writer import check_graph
+
+    weight = np.ones((2, 2, 3, 3), np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 50])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["h", "shape"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [x], [y],
+                              [numpy_helper.from_array(weight, "w"),
+                               numpy_helper.from_array(np.array([1, 50], np.int64), "shape")])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]),
+                    str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="m.onnx.weights", size_threshold=64)
+    check_graph(path)
+    assert store_exact_fp16_initializers(path, external=True)[0] == 1
+    check_graph(path)
+    inline = onnx.load(str(path), load_external_data=False)
+    (shape,) = [t for t in inline.graph.initializer if t.name == "shape"]
+    assert shape.raw_data and not shape.external_data
 
 
 def test_round_module_copies_and_rounds():

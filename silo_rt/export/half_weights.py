@@ -58,7 +58,8 @@ def store_exact_fp16_initializers(path: Path,
             kept.append(init)
             continue
         values = numpy_helper.to_array(init)
-        half = values.astype(np.float16)
+        with np.errstate(over="ignore"):  # beyond float16's range: not exact, kept float32
+            half = values.astype(np.float16)
         if values.size < MIN_ELEMENTS or not np.array_equal(half.astype(np.float32), values):
             kept.append(init)
             continue
@@ -81,8 +82,9 @@ def store_exact_fp16_initializers(path: Path,
     for data in old_data:
         data.unlink()
     location = f"{path.name}.data"
+    # small tensors (shape constants) stay in the graph, where shape inference reads them
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=location, size_threshold=0)
+                    location=location, size_threshold=1024)
     return converted, saved, [path, path.parent / location]
 
 
