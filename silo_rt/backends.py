@@ -39,11 +39,11 @@ class GraphBackend(Protocol):
 
 
 MEMORY_MODES = ("fast", "low")
-"""How a CPU backend holds the step's weights: ``fast``, its own way (every layout a kernel
-reads, prepacked when loading: about two copies of the weights with ONNX Runtime, three with
-OpenVINO, because the step reads each weight as the forward does and transposed/flipped for
-the backward); ``low``, once, as stored, each layout computed when a step needs it: less
-memory, slower steps (``benchmarks/memory/README.md``)."""
+"""How ONNX Runtime holds the step's weights: ``fast``, its own way (every layout a kernel
+reads, prepacked when loading: about two copies of the weights, because the step reads each
+weight as the forward does and transposed/flipped for the backward); ``low``, once, as
+stored, each layout computed when a step needs it: less memory, slower steps. (OpenVINO with
+its weights as inputs instead of constants held more, not less: ``benchmarks/memory/``.)"""
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("openvino", "bundle", False, True, True, True,
             "OpenVINO on a bundle's ONNX graphs (CPU; restore --precision bf16: bfloat16)",
             opens="silo_rt.runtime.openvino_backend:OpenVinoGraphs",
-            precisions=("fp32", "bf16"), title="OpenVINO", memories=("fast", "low")),
+            precisions=("fp32", "bf16"), title="OpenVINO"),
     Backend("openvino-bf16", "bundle", False, False, True, True,
             "OpenVINO in bfloat16 (CPUs with AMX or AVX512-BF16; not fp32 parity)"),
     Backend("trt", "bundle", True, True, False, False,

@@ -9,9 +9,6 @@ graph has), so each such transposed convolution gets its own copy of the weight.
 ``bf16`` (``INFERENCE_PRECISION_HINT``) runs matmuls and convolutions in bfloat16 on CPUs with
 AMX or AVX512-BF16; it is not float32 parity (one step's latent moves ~1e-3 relative) and is
 only chosen on request. The measured effect on restorations is in ``benchmarks/README.md``.
-
-``memory="low"`` (:func:`weights_as_parameters`) makes the step's weights inputs set once, so
-the plugin keeps them as given instead of repacking a copy per layout when compiling.
 """
 
 from __future__ import annotations
@@ -20,16 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import MEMORY_MODES, StepCallback
+from ..backends import StepCallback
 from ..bundle_format import Manifest
 from ..errors import SiloError, first_line
 from . import step_io
 from .finite import check_losses
-from .ort_backend import WEIGHT_MIN_ELEMENTS, release_freed_heap
+from .ort_backend import release_freed_heap
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
-WEIGHT_PREFIX = "silo_weight_"
-"""Names of the inputs :func:`weights_as_parameters` makes (never a :mod:`.step_io` name)."""
 
 
 def openvino_available() -> bool:
@@ -83,35 +78,6 @@ def _copy_constant(output, ops):
                     f"comes from a {kind} node, not a constant")
 
 
-def weights_as_parameters(model, min_elements: int = WEIGHT_MIN_ELEMENTS
-                          ) -> dict[str, np.ndarray]:
-    """Replace every float ``Constant`` of ``model`` with at least ``min_elements`` by a new
-    input; returns each input's name and value (a writable copy, to be set on the infer
-    request and kept alive as long as it).
-
-    A compiled model holds each constant weight repacked for every operation that reads it
-    (sd15's step: 9.3 GiB for 3.2 GB of weights); an input is read as it is, each step.
-    """
-    from openvino import opset13 as ops
-
-    values, parameters = {}, []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "Constant" or op.get_output_element_type(0).is_integral():
-            continue
-        shape = list(op.get_output_shape(0))
-        if int(np.prod(shape, dtype=np.int64)) < min_elements:
-            continue
-        name = f"{WEIGHT_PREFIX}{len(values)}"
-        parameter = ops.parameter(shape, op.get_output_element_type(0), name=name)
-        parameter.output(0).get_tensor().set_names({name})
-        for target in list(op.output(0).get_target_inputs()):
-            target.replace_source_output(parameter.output(0))
-        values[name] = np.array(op.get_data(), copy=True)
-        parameters.append(parameter)
-    model.add_parameters(parameters)
-    return values
-
-
 class OpenVinoGraphs:
     """Compiled OpenVINO models for a bundle's graphs (the same interface as
     :class:`~silo_rt.runtime.ort_backend.OrtGraphs`).
@@ -122,8 +88,6 @@ class OpenVinoGraphs:
         manifest: its :class:`~silo_rt.bundle_format.Manifest`.
         threads: inference threads (None = OpenVINO's default, all cores).
         precision: ``fp32`` or ``bf16`` (the inference precision hint of every graph).
-        memory: ``fast`` or ``low`` (the step's weights held once, as inputs:
-            :func:`weights_as_parameters`).
     """
 
     device = "cpu"
@@ -131,17 +95,16 @@ class OpenVinoGraphs:
     @classmethod
     def open(cls, bundle: Path, manifest: Manifest, *, precision: str | None = None,
              threads: int | None = None, providers: list[str] | None = None,
-             memory: str = "fast", log=lambda line: None) -> OpenVinoGraphs:
+             log=lambda line: None) -> OpenVinoGraphs:
         """The registry's way in (:attr:`silo_rt.backends.Backend.opens`)."""
-        return cls(bundle, manifest, threads, precision or "fp32", memory)
+        return cls(bundle, manifest, threads, precision or "fp32")
 
     @property
     def label(self) -> str:
-        low = ", low memory" if self.memory == "low" else ""
-        return f"openvino ({self.precision}{low})"
+        return f"openvino ({self.precision})"
 
     def __init__(self, bundle: Path, manifest: Manifest, threads: int | None = None,
-                 precision: str = "fp32", memory: str = "fast"):
+                 precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise SiloError(f"OpenVINO runs fp32 or bf16, not {precision}")
         try:
@@ -154,10 +117,6 @@ class OpenVinoGraphs:
                             "would run fp32 anyway: use --precision fp32")
         self.manifest = manifest
         self.precision = precision
-        if memory not in MEMORY_MODES:
-            raise SiloError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
-        self.memory = memory
-        self._weights: dict[str, dict] = {}  # graph -> its weight inputs' values
         self.step_graph = step_io.STEP
         self._core = ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
@@ -170,32 +129,24 @@ class OpenVinoGraphs:
 
     def request(self, name: str):
         """The (lazily compiled) infer request of graph ``name``."""
-        import openvino as ov
-
         if name not in self._requests:
             path = self.manifest.graph_file(self._bundle, name)
             try:
                 model = self._core.read_model(str(path))
                 self.unshared[name] = unshare_transposed_conv_weights(model)
-                if self.memory == "low" and name == self.step_graph:
-                    self._weights[name] = weights_as_parameters(model)
                 compiled = self._core.compile_model(model, "CPU", self._config)
             except SiloError:
                 raise
             except Exception as exc:  # OpenVINO raises its own exception types
                 raise SiloError(f"OpenVINO cannot load {path.name}: {first_line(exc)}") \
                     from None
-            request = compiled.create_infer_request()
-            for weight, value in self._weights.get(name, {}).items():
-                request.set_tensor(weight, ov.Tensor(value, shared_memory=True))
-            self._requests[name] = request
+            self._requests[name] = compiled.create_infer_request()
             del model, compiled  # the request keeps what it needs
             release_freed_heap()  # the parsed ONNX model and compile-time copies
         return self._requests[name]
 
     def close(self) -> None:
         self._requests.clear()
-        self._weights.clear()
 
     def run(self, name: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run graph ``name`` on numpy inputs (float32); outputs in the graph's order."""

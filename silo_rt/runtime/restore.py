@@ -61,8 +61,8 @@ class BundleRunner:
             where the bundle has its ``step_fp16`` graph); fp16 needs a bundle exported
             with ``--precision fp16``, bf16 OpenVINO.
         verify: check every file's sha256 against the manifest first.
-        memory: ``fast`` or ``low`` (ONNX Runtime or OpenVINO on a CPU: the step's weights
-            held once, steps slower; :data:`~silo_rt.backends.MEMORY_MODES`). With ``auto``,
+        memory: ``fast`` or ``low`` (ONNX Runtime on a CPU: the step's weights held once,
+            steps slower; :data:`~silo_rt.backends.MEMORY_MODES`). With ``auto``,
             ``fast`` may still run ONNX Runtime ``low`` where only that fits
             (:mod:`.backend_choice`).
         log: progress lines (e.g. TensorRT engine builds on first use).
