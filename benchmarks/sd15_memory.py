@@ -79,7 +79,8 @@ def _pairs(items: list[str]) -> dict[str, str]:
 def _configure(graphs, ort_config: dict, ov_config: dict) -> None:
     """Session options to try on top of the backend's own (``--ort-config``/``--ov-config``):
     ORT session config entries, ``arena=0`` / ``mem_pattern=0`` for the two switches;
-    OpenVINO compile properties."""
+    OpenVINO compile properties, and ``ENABLE_MMAP=0`` (the core reads weights into memory
+    instead of mapping the file)."""
     if hasattr(graphs, "_options"):
         for key, value in ort_config.items():
             if key == "arena":
@@ -89,6 +90,10 @@ def _configure(graphs, ort_config: dict, ov_config: dict) -> None:
             else:
                 graphs._options.add_session_config_entry(key, value)
     elif ov_config:
+        ov_config = dict(ov_config)  # the caller's copy is recorded as given
+        mmap = ov_config.pop("ENABLE_MMAP", None)  # how read_model reads the weights
+        if mmap is not None:
+            graphs._core.set_property({"ENABLE_MMAP": mmap == "1"})
         graphs._config.update(ov_config)
 
 
