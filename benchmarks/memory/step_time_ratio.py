@@ -2,6 +2,7 @@
 ``keep``), interleaved in one process so that a machine whose speed drifts disturbs both:
 
     python benchmarks/memory/step_time_ratio.py A B [--backend ort|openvino] [--rounds 15]
+        [--memory fast low]   # ORT: how each holds its weights (A B may be one bundle)
 
 Each round runs one step of A, then one of B (the order alternates every round), on the same
 fixed inputs (the middle of A's schedule). Prints one JSON line: each bundle's median step
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _graphs(bundle: Path, backend: str):
+def _graphs(bundle: Path, backend: str, memory: str = "fast"):
     from silo_rt.bundle_format import load_manifest
 
     manifest = load_manifest(bundle, verify=False)
@@ -30,7 +31,8 @@ def _graphs(bundle: Path, backend: str):
         return OpenVinoGraphs(bundle, manifest, threads=2), manifest
     from silo_rt.runtime.ort_backend import OrtGraphs
 
-    return OrtGraphs(bundle, manifest, providers=["CPUExecutionProvider"], threads=2), manifest
+    return OrtGraphs(bundle, manifest, providers=["CPUExecutionProvider"], threads=2,
+                     memory=memory), manifest
 
 
 def main() -> None:
@@ -39,10 +41,12 @@ def main() -> None:
     parser.add_argument("b", type=Path)
     parser.add_argument("--backend", choices=("ort", "openvino"), default="ort")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--memory", nargs=2, default=["fast", "fast"],
+                        help="ORT's memory mode for A and B")
     args = parser.parse_args()
     calls = []
-    for bundle in (args.a, args.b):
-        graphs, m = _graphs(bundle, args.backend)
+    for bundle, memory in zip((args.a, args.b), args.memory):
+        graphs, m = _graphs(bundle, args.backend, memory)
         rng = np.random.default_rng(0)
         shape = tuple(m.latent_shape)
         middle = len(m.schedule.timesteps) // 2
@@ -63,6 +67,7 @@ def main() -> None:
             seconds[which].append(time.perf_counter() - start)
     ratios = [b / a for a, b in zip(*seconds)]
     print(json.dumps({"a": str(args.a), "b": str(args.b), "backend": args.backend,
+                      "memory": args.memory,
                       "rounds": args.rounds,
                       "median_step_s": [round(float(np.median(s)), 4) for s in seconds],
                       "paired_ratio_b_over_a": round(float(np.median(ratios)), 4),
