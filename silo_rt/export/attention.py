@@ -29,10 +29,11 @@ ATTENTION_MODES = ("recompute", "keep")
 DEFAULT_ATTENTION = "recompute"
 DEFAULT_CHUNK = 512
 """Query rows per chunk of :class:`RecomputedAttention`. SD-1.x's 64×64 attention alone
-(8 × 4096 × 40, ONNX Runtime): 512 rows took 0.50 s and 0.3 GiB, 1024 rows 0.57 s and
-0.5 GiB, autograd's backward 0.55 s and 1.6 GiB; 256 rows was 6 % faster still but held
-more (arena), doubles the graph and slows the export. On the sd15-random step, 512 chained
-rows peaked 0.8 GiB lower than 1024 unchained (``benchmarks/memory/README.md``)."""
+(8 × 4096 × 40, ONNX Runtime, ``benchmarks/memory/attention-sweep-chained.json``): 512 rows
+took 0.52 s and 0.38 GiB above the session, 1024 rows 0.56 s and 0.50 GiB, autograd's
+backward 0.55 s and 2.1 GiB; 256 rows was 5 % faster but held more (0.45 GiB), doubles the
+graph and slows the export. On the sd15-random step, 512 chained rows peaked 0.8 GiB lower
+than 1024 unchained, and stepped 3 % faster (``benchmarks/memory/README.md``)."""
 
 
 def _plain_attention_scores(attn, query, key, attention_mask=None):
