@@ -21,6 +21,7 @@ from silo_rt.degradations import get_degradation
 from silo_rt.errors import SiloError
 from silo_rt.export import ExportOptions, export_bundle
 from silo_rt.export.atomic import export_lock, replace_dir
+from silo_rt.export.attention import DEFAULT_CHUNK
 from silo_rt.export.graphs import UNetOperatorGraph
 from silo_rt.latents import LatentDecoder, MeasurementEncoder
 from silo_rt.operators import OperatorConfig, build_operator, save_operator
@@ -55,9 +56,10 @@ def exported(request, tiny_prior, tmp_path_factory):
     assert load_manifest(out).export_passes == {
         "graph vae_encoder": "applied", "graph vae_decoder": "applied",
         "graph unet_h": "applied",
-        "graph step": "applied: attention recomputed in the backward, 1024 query rows a chunk",
-        "graph step_fp16": "applied: attention recomputed in the backward, 1024 query rows "
-                           "a chunk",
+        "graph step": f"applied: attention recomputed in the backward, {DEFAULT_CHUNK} query "
+                      "rows a chunk",
+        "graph step_fp16": f"applied: attention recomputed in the backward, {DEFAULT_CHUNK} "
+                           "query rows a chunk",
         "fp16 weights": "skipped: weights fp32", "onnx check": "applied",
         "tensorrt check": "skipped: not asked (--check trt)"}
     from silo_rt.export.passes import refused_by_tensorrt
