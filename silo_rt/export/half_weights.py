@@ -112,6 +112,7 @@ def _fp16_if_exact(init, folder: Path | None):
         half = values.astype(np.float16)
     if values.size < MIN_ELEMENTS or not np.array_equal(half.astype(np.float32), values):
         return init, None
+    init.ClearField("raw_data")  # replaced: its float32 bytes need not stay in memory
     return numpy_helper.from_array(half, f"{init.name}__fp16"), values.nbytes - half.nbytes
 
 
