@@ -189,7 +189,7 @@ def test_the_recomputing_step_matches_pytorch_on_the_demo_architecture(tmp_path)
 def test_the_chunks_of_an_attention_run_one_after_another(tmp_path):
     """Within the forward and within the backward, every chunk's Softmax depends on the
     previous chunk's results. Independent chunks let ONNX Runtime's order compute them side
-    by side, keeping every chunk's maps at once (SD-1.x's 64×64 attention: 0.7 GiB at any
+    by side, keeping many chunks' maps at once (SD-1.x's 64×64 attention: 0.8 GiB at any
     chunk size, ``benchmarks/memory/README.md``)."""
     class Vjp(torch.nn.Module):
         def forward(self, q, k, v, grad_out):

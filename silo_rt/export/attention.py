@@ -68,9 +68,9 @@ def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
 
 def _after(x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
     """``x`` plus a zero-weighted element of ``previous``: the same values, computed after
-    ``previous``. Chunks are independent, and ONNX Runtime orders independent nodes
-    breadth-first, so unchained it computes every chunk's maps side by side (SD-1.x's 64×64
-    attention: ~0.7 GiB whatever the chunk size, ``benchmarks/memory``)."""
+    ``previous``. Nothing else orders independent chunks, and ONNX Runtime's execution
+    order then kept many chunks' maps alive at once (SD-1.x's 64×64 attention: ~0.8 GiB at
+    any chunk size, 0.38 GiB chained at 512 rows; ``benchmarks/memory``)."""
     return x if previous is None else x + previous[:, :1, :1] * 0
 
 
