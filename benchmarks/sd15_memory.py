@@ -53,7 +53,8 @@ def export(bundle: str, prior_name: str, size: int, attention: str | None,
     start = time.perf_counter()
     options = ExportOptions(SamplingOptions("sr8", steps=999), size, include_unet_h=False,
                             attention=attention, attention_chunk=chunk, weights=weights)
-    export_bundle(prior, operator, config, options, bundle, on_stage=on_stage)
+    export_bundle(prior, operator, config, options, bundle, on_stage=on_stage,
+                  consume=True)  # as the CLI does
     stages.mark("export: rest")
     return {"what": "export", "prior": prior_name, "size": size, "attention": attention,
             "chunk": chunk, "weights": weights, "seconds": round(time.perf_counter() - start, 1),

@@ -117,6 +117,8 @@ def test_round_module_copies_and_rounds():
     assert torch.equal(module.weight, original)  # the input is untouched
     assert torch.equal(rounded.weight, original.half().float())
     assert not torch.equal(rounded.weight, original)
+    assert round_module_to_fp16(module, copy=False) is module  # what `export` does: in place
+    assert torch.equal(module.weight, rounded.weight)
 
 
 @pytest.fixture(scope="module")

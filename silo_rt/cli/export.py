@@ -138,7 +138,7 @@ def export(operator_path, arch, time_input, model, task, size, batch, steps, eta
                                    **({} if attention_chunk is None
                                       else {"attention_chunk": attention_chunk}))
     manifest = export_bundle(prior, operator, config, export_options, out, on_stage=stage,
-                             log=lambda line: click.echo(line, err=True))
+                             log=lambda line: click.echo(line, err=True), consume=True)
     from ..export.passes import refused_by_tensorrt
 
     refused = ", ".join(refused_by_tensorrt(manifest.export_passes))

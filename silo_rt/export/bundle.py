@@ -123,7 +123,7 @@ def example_inputs(prior, options: ExportOptions, context: torch.Tensor):
 
 def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
                   on_stage: StageCallback | None = None,
-                  log: Callable[[str], None] | None = None) -> Manifest:
+                  log: Callable[[str], None] | None = None, consume: bool = False) -> Manifest:
     """Write a bundle to ``out`` (replacing an existing one atomically); returns its manifest.
 
     Args:
@@ -133,6 +133,8 @@ def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
         out: bundle folder to create.
         on_stage: progress callback, ``(graph name, seconds)``.
         log: lines of the TensorRT check.
+        consume: the caller will not use ``prior`` and ``operator`` again, so ``--weights
+            fp16`` may round them in place instead of in a copy (SD-1.5: 3.8 GiB less).
     """
     sampling = options.sampling
     sampling.validate()
@@ -145,9 +147,10 @@ def export_bundle(prior, operator, op_config, options: ExportOptions, out: Path,
     if options.weights == "fp16":
         from .half_weights import round_module_to_fp16
 
-        prior = dataclasses.replace(prior, unet=round_module_to_fp16(prior.unet),
-                                    vae=round_module_to_fp16(prior.vae))
-        operator = round_module_to_fp16(operator)
+        copy = not consume
+        prior = dataclasses.replace(prior, unet=round_module_to_fp16(prior.unet, copy),
+                                    vae=round_module_to_fp16(prior.vae, copy))
+        operator = round_module_to_fp16(operator, copy)
     with export_lock(out):
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:

@@ -16,7 +16,7 @@ Parity with the PyTorch reference holds against the same prior with rounded weig
 from __future__ import annotations
 
 import contextlib
-import copy
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +26,10 @@ MIN_ELEMENTS = 16  # tiny constants stay float32: nothing to save, one node fewe
 
 
 @torch.no_grad()
-def round_module_to_fp16(module: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of ``module`` with float32 tensors rounded to float16 precision."""
-    rounded = copy.deepcopy(module)
+def round_module_to_fp16(module: torch.nn.Module, copy: bool = True) -> torch.nn.Module:
+    """``module`` with float32 tensors rounded to float16 precision: a deep copy, or (``copy``
+    False) the module itself, rounded in place."""
+    rounded = deepcopy(module) if copy else module
     for tensor in list(rounded.parameters()) + list(rounded.buffers()):
         if tensor.dtype == torch.float32:
             tensor.copy_(tensor.half().float())
