@@ -42,9 +42,10 @@ def store_exact_fp16_initializers(path: Path,
 
     ``external``: the graph keeps its weights in external data files beside it (graphs over
     1.5 GB); they are read and rewritten one tensor at a time into one external file
-    ``<name>.data`` (the old data files are removed), so the rewrite holds one tensor in
-    memory, not the graph (SD-1.5's step: 3.4 GB). Tensors under :data:`INLINE_BYTES` stay
-    in the graph file, where shape inference reads them.
+    ``<name>.data`` (the old data files are removed), never through the graph's protobuf
+    (whose arena would keep every tensor read until the end: SD-1.5's step, 3.4 GB).
+    Tensors under :data:`INLINE_BYTES` stay in the graph file, where shape inference reads
+    them.
 
     Returns ``(float32 initializers converted, bytes saved, the files that now make up the
     graph: path first)``.
@@ -60,16 +61,19 @@ def store_exact_fp16_initializers(path: Path,
     kept, casts, converted, saved = [], [], 0, 0
     with open(partial, "wb") if external else contextlib.nullcontext() as sink:
         for init in model.graph.initializer:
-            tensor, half = _fp16_if_exact(init, path.parent if external else None)
+            values = _values(init, path.parent)
+            half = _exact_fp16(init, values)
+            if half is None and not _is_external(init):
+                kept.append(init)  # unchanged, inline
+                continue
+            name = init.name if half is None else f"{init.name}__fp16"
             if half is not None:
-                casts.append(helper.make_node("Cast", [tensor.name], [init.name],
+                casts.append(helper.make_node("Cast", [name], [init.name],
                                               to=onnx.TensorProto.FLOAT,
                                               name=f"{init.name}__cast"))
                 converted += 1
-                saved += half
-            if sink is not None:
-                _write_external(tensor, sink, location)
-            kept.append(tensor)
+                saved += values.nbytes - half.nbytes
+            kept.append(_stored(name, values if half is None else half, sink, location))
     if not converted:
         partial.unlink(missing_ok=True)
         return 0, 0, [path, *old_data]
@@ -94,44 +98,58 @@ ALIGNMENT = 4096
 """External tensors start at multiples of this (a page), so runtimes can map them."""
 
 
-def _fp16_if_exact(init, folder: Path | None):
-    """``(tensor, bytes saved)``: ``init`` as float16 (``<name>__fp16``) when it is a float32
-    tensor of at least :data:`MIN_ELEMENTS` whose values are all exact in float16, else
-    ``(init with its data inline, None)``. ``folder``: where its external data is."""
-    import onnx
-    from onnx import numpy_helper
-    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+def _is_external(init) -> bool:
+    from onnx.external_data_helper import uses_external_data
 
-    if folder is not None and uses_external_data(init):
-        load_external_data_for_tensor(init, str(folder))
-        del init.external_data[:]
-        init.data_location = onnx.TensorProto.DEFAULT
-    if init.data_type != onnx.TensorProto.FLOAT:
-        return init, None
-    values = numpy_helper.to_array(init)
+    return uses_external_data(init)
+
+
+def _values(init, folder: Path) -> np.ndarray:
+    """``init``'s values; external data is read from its file straight into numpy."""
+    from onnx import helper, numpy_helper
+    from onnx.external_data_helper import ExternalDataInfo
+
+    if not _is_external(init):
+        return numpy_helper.to_array(init)
+    info = ExternalDataInfo(init)
+    with open(folder / info.location, "rb") as data:
+        data.seek(info.offset or 0)
+        raw = data.read(info.length) if info.length else data.read()
+    dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+    return np.frombuffer(raw, dtype=dtype).reshape(tuple(init.dims))
+
+
+def _exact_fp16(init, values: np.ndarray) -> np.ndarray | None:
+    """``values`` in float16 when ``init`` is a float32 tensor of at least
+    :data:`MIN_ELEMENTS` whose values are all exact in float16, else None."""
+    import onnx
+
+    if init.data_type != onnx.TensorProto.FLOAT or values.size < MIN_ELEMENTS:
+        return None
     with np.errstate(over="ignore"):  # beyond float16's range: not exact, kept float32
         half = values.astype(np.float16)
-    if values.size < MIN_ELEMENTS or not np.array_equal(half.astype(np.float32), values):
-        return init, None
-    init.ClearField("raw_data")  # replaced: its float32 bytes need not stay in memory
-    return numpy_helper.from_array(half, f"{init.name}__fp16"), values.nbytes - half.nbytes
+    return half if np.array_equal(half.astype(np.float32), values) else None
 
 
-def _write_external(tensor, sink, location: str) -> None:
-    """Move ``tensor``'s data (when it has :data:`INLINE_BYTES` or more) to the end of the
-    open file ``sink``, aligned, and point the tensor at it."""
+def _stored(name: str, values: np.ndarray, sink, location: str):
+    """A tensor ``name`` of ``values``: inline when small or ``sink`` is None, else appended
+    to the open file ``sink`` (page-aligned) and pointing at it."""
     import onnx
-    from onnx.external_data_helper import set_external_data
+    from onnx import helper, numpy_helper
 
-    data = tensor.raw_data
-    if len(data) < INLINE_BYTES:
-        return
+    if sink is None or values.nbytes < INLINE_BYTES:
+        return numpy_helper.from_array(values, name)
     offset = -sink.tell() % ALIGNMENT + sink.tell()
     sink.write(b"\0" * (offset - sink.tell()))
-    sink.write(data)
-    set_external_data(tensor, location, offset, len(data))  # (it needs the data still there)
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    tensor.ClearField("raw_data")
+    sink.write(np.ascontiguousarray(values).tobytes())
+    tensor = onnx.TensorProto(name=name, dims=values.shape,
+                              data_type=helper.np_dtype_to_tensor_dtype(values.dtype),
+                              data_location=onnx.TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", offset),
+                       ("length", values.nbytes)):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, str(value)
+    return tensor
 
 
 def _external_files(path: Path) -> list[Path]:
