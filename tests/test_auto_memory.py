@@ -33,6 +33,13 @@ def _no_check(monkeypatch):
     monkeypatch.setattr(backend_choice, "check_candidate", refuse)
 
 
+def _auto_unchecked(monkeypatch, bundle, available):
+    """``auto``'s runner with ``available`` bytes free and no check allowed."""
+    _fake_available(monkeypatch, available)
+    _no_check(monkeypatch)
+    return BundleRunner(bundle, backend="auto", threads=1)
+
+
 def test_the_unmeasured_estimate_is_the_graph_files_times_the_backend_factor(auto):
     bundle, manifest = auto
     files = [f for f in manifest.files
@@ -49,9 +56,7 @@ def test_auto_skips_a_candidate_that_would_not_fit_without_checking_it(auto, mon
     ort_need = backend_choice.estimated_peak(bundle, manifest, "ort")
     openvino_need = backend_choice.estimated_peak(bundle, manifest, "openvino")
     assert ort_need < openvino_need
-    _fake_available(monkeypatch, ort_need)
-    _no_check(monkeypatch)
-    runner = BundleRunner(bundle, backend="auto", threads=1)
+    runner = _auto_unchecked(monkeypatch, bundle, ort_need)
     assert runner.backend == "ort" and isinstance(runner.graphs, OrtGraphs)
     gib = f"{openvino_need / 2**30:.1f} GiB"
     assert runner.label == (f"auto: ort (openvino skipped: it needs about {gib}, "
@@ -74,9 +79,7 @@ def test_the_check_measures_both_steps_and_later_choices_use_the_measurement(aut
                            + backend_choice.PEAK_PER_GRAPH_BYTE["openvino"] * vae)
 
     # Less memory now than the measured need: skipped by the cached measurement, unchecked.
-    _fake_available(monkeypatch, measured - 1)
-    _no_check(monkeypatch)
-    again = BundleRunner(bundle, backend="auto", threads=1)
+    again = _auto_unchecked(monkeypatch, bundle, measured - 1)
     assert again.backend == "ort"
     assert again.label.startswith(f"auto: ort (openvino skipped: it needs about "
                                   f"{measured / 2**30:.1f} GiB")
@@ -87,9 +90,7 @@ def test_auto_runs_onnx_runtime_in_low_memory_where_only_that_fits(auto, monkeyp
     ort_need = backend_choice.estimated_peak(bundle, manifest, "ort")
     low_need = backend_choice.estimated_peak(bundle, manifest, "ort-low")
     assert low_need < ort_need
-    _fake_available(monkeypatch, low_need)
-    _no_check(monkeypatch)
-    runner = BundleRunner(bundle, backend="auto", threads=1)
+    runner = _auto_unchecked(monkeypatch, bundle, low_need)
     assert runner.backend == "ort" and runner.graphs.memory == "low"
     assert runner.label.endswith(f"; ort in low memory (fast, it needs about "
                                  f"{ort_need / 2**30:.1f} GiB, "
@@ -100,9 +101,7 @@ def test_auto_runs_onnx_runtime_in_low_memory_where_only_that_fits(auto, monkeyp
 
 def test_auto_says_when_not_even_onnx_runtime_fits(auto, monkeypatch):
     bundle, manifest = auto
-    _fake_available(monkeypatch, 1)
-    _no_check(monkeypatch)
-    runner = BundleRunner(bundle, backend="auto", threads=1)
+    runner = _auto_unchecked(monkeypatch, bundle, 1)
     low_need = backend_choice.estimated_peak(bundle, manifest, "ort-low")
     assert runner.backend == "ort" and runner.graphs.memory == "low"
     assert runner.label.endswith(f"; ort in low memory, and even so it needs about "
