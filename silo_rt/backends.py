@@ -60,9 +60,9 @@ class Backend:
         scaling: ``silo-rt bench --sizes/--batches`` sweeps it.
         help: one line for ``--help``.
         opens: for a backend the bundle runner opens, ``"module:Class"`` whose classmethod
-            ``open(bundle, manifest, precision=, threads=, providers=, log=)`` returns the
-            graphs (a :class:`GraphBackend` with a ``label``); the runner imports nothing
-            else per backend.
+            ``open(bundle, manifest, precision=, threads=, providers=, memory=, log=)``
+            returns the graphs (a :class:`GraphBackend` with a ``label``); the runner
+            imports nothing else per backend.
         precisions: the step precisions it runs (the first is its default, unless its class
             chooses from the bundle).
         title: its name in messages.
@@ -100,8 +100,8 @@ class Backend:
     def open(self, bundle, manifest, *, precision: str | None = None,
              threads: int | None = None, providers: list[str] | None = None,
              memory: str = "fast", log=lambda line: None) -> GraphBackend:
-        """The class named by :attr:`opens`, opened on a verified bundle (``memory`` goes to
-        the classes of backends with more than one of :attr:`memories`)."""
+        """The class named by :attr:`opens`, opened on a verified bundle (``precision`` and
+        ``memory`` checked against the row first)."""
         from importlib import import_module
 
         if self.opens is None:
@@ -109,10 +109,9 @@ class Backend:
         self.check_precision(precision)
         self.check_memory(memory)
         module, _, name = self.opens.partition(":")
-        modes = {"memory": memory} if len(self.memories) > 1 else {}
         return getattr(import_module(module), name).open(
             bundle, manifest, precision=precision, threads=threads, providers=providers,
-            log=log, **modes)
+            memory=memory, log=log)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (

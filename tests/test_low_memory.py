@@ -71,17 +71,16 @@ def test_low_memory_keeps_each_weight_once_as_stored(demo, tmp_path):
 
 
 def test_low_memory_restores_what_fast_restores(demo):
-    backend = "ort"
     bundle, manifest = demo
     y = np.random.default_rng(3).uniform(-1, 1, manifest.measurement_shape).astype(np.float32)
     results = {}
     for memory in ("fast", "low"):
-        runner = BundleRunner(bundle, backend=backend, threads=1, memory=memory)
+        runner = BundleRunner(bundle, backend="ort", threads=1, memory=memory)
         assert ("low memory" in runner.label) == (memory == "low")
         results[memory] = runner.restore(y, seed=1, steps=4)
     fast, low = results["fast"], results["low"]
     assert np.linalg.norm(low - fast) <= 1e-5 * np.linalg.norm(fast)
-    other = BundleRunner(bundle, backend=backend, threads=1).restore(y, seed=2, steps=4)
+    other = BundleRunner(bundle, backend="ort", threads=1).restore(y, seed=2, steps=4)
     assert np.linalg.norm(other - fast) > 100 * np.linalg.norm(low - fast)
 
 

@@ -52,6 +52,7 @@ def store_exact_fp16_initializers(path: Path,
     """
     import onnx
     from onnx import helper
+    from onnx.external_data_helper import uses_external_data
 
     path = Path(path)
     old_data = _external_files(path) if external else []
@@ -63,7 +64,7 @@ def store_exact_fp16_initializers(path: Path,
         for init in model.graph.initializer:
             values = _values(init, path.parent)
             half = _exact_fp16(init, values)
-            if half is None and not _is_external(init):
+            if half is None and not uses_external_data(init):
                 kept.append(init)  # unchanged, inline
                 continue
             name = init.name if half is None else f"{init.name}__fp16"
@@ -98,18 +99,12 @@ ALIGNMENT = 4096
 """External tensors start at multiples of this (a page), so runtimes can map them."""
 
 
-def _is_external(init) -> bool:
-    from onnx.external_data_helper import uses_external_data
-
-    return uses_external_data(init)
-
-
 def _values(init, folder: Path) -> np.ndarray:
     """``init``'s values; external data is read from its file straight into numpy."""
     from onnx import helper, numpy_helper
-    from onnx.external_data_helper import ExternalDataInfo
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-    if not _is_external(init):
+    if not uses_external_data(init):
         return numpy_helper.to_array(init)
     info = ExternalDataInfo(init)
     with open(folder / info.location, "rb") as data:

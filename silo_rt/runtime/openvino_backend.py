@@ -95,8 +95,9 @@ class OpenVinoGraphs:
     @classmethod
     def open(cls, bundle: Path, manifest: Manifest, *, precision: str | None = None,
              threads: int | None = None, providers: list[str] | None = None,
-             log=lambda line: None) -> OpenVinoGraphs:
-        """The registry's way in (:attr:`silo_rt.backends.Backend.opens`)."""
+             memory: str = "fast", log=lambda line: None) -> OpenVinoGraphs:
+        """The registry's way in (:attr:`silo_rt.backends.Backend.opens`; ``memory`` is
+        always ``fast``, the row's only mode)."""
         return cls(bundle, manifest, threads, precision or "fp32")
 
     @property

@@ -61,8 +61,9 @@ class TrtGraphs:
     @classmethod
     def open(cls, bundle: Path, manifest: Manifest, *, precision: str | None = None,
              threads: int | None = None, providers: list[str] | None = None,
-             log=lambda line: None) -> TrtGraphs:
-        """The registry's way in (:attr:`silo_rt.backends.Backend.opens`): fp16 where the
+             memory: str = "fast", log=lambda line: None) -> TrtGraphs:
+        """The registry's way in (:attr:`silo_rt.backends.Backend.opens`; ``memory`` is
+        always ``fast``, the row's only mode): fp16 where the
         bundle has its ``step_fp16`` graph, unless ``precision`` says."""
         from .keys import default_precision
 
