@@ -17,6 +17,7 @@ from ..bundle_format import Manifest
 from ..errors import SiloError, first_line
 from . import step_io
 from .finite import check_losses
+from .low_memory import low_memory_model
 
 _ENV_ARENA = []  # set once the process-wide CPU arena below is registered
 
@@ -51,33 +52,6 @@ def release_freed_heap() -> None:
 
     with suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-
-
-WEIGHT_MIN_ELEMENTS = 4096
-"""``low`` holds float initializers at least this large as they are stored; smaller ones
-(biases, norms, shape constants) stay folded and prepacked."""
-
-
-def with_weights_as_inputs(path: Path, min_elements: int = WEIGHT_MIN_ELEMENTS) -> bytes:
-    """The ONNX model at ``path`` with every float initializer of at least ``min_elements``
-    also listed as a graph input (an overridable initializer), serialized without its
-    external data.
-
-    ONNX Runtime never folds or prepacks an overridable initializer, so the session holds
-    each such weight once, as stored, and derives the transposed or reordered layouts a
-    kernel reads at run time. Nothing feeds them: each keeps its stored value.
-    """
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    listed = {i.name for i in model.graph.input}
-    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-    for weight in model.graph.initializer:
-        if (weight.data_type in floats and weight.name not in listed
-                and int(np.prod(weight.dims, dtype=np.int64)) >= min_elements):
-            model.graph.input.append(onnx.helper.make_tensor_value_info(
-                weight.name, weight.data_type, list(weight.dims)))
-    return model.SerializeToString()
 
 
 def available_providers() -> list[str]:
@@ -177,7 +151,7 @@ class OrtGraphs:
             try:
                 source = str(path)
                 if self.memory == "low" and name == self.step_graph:
-                    source = with_weights_as_inputs(path)  # bytes: say where its data is
+                    source = low_memory_model(path)  # bytes: say where its data is
                     self._options.add_session_config_entry(
                         "session.model_external_initializers_file_folder_path",
                         str(path.parent))
