@@ -41,9 +41,10 @@ class GraphBackend(Protocol):
 MEMORY_MODES = ("fast", "low")
 """How ONNX Runtime holds the step's weights: ``fast``, its own way (every layout a kernel
 reads, prepacked when loading: about two copies of the weights, because the step reads each
-weight as the forward does and transposed/flipped for the backward); ``low``, once, as
-stored, each layout computed when a step needs it: less memory, slower steps. (OpenVINO with
-its weights as inputs instead of constants held more, not less: ``benchmarks/memory/``.)"""
+weight as the forward does and transposed/flipped for the backward); ``low``, the weights of
+the low-resolution layers once, as stored, each other layout computed when a step needs it:
+less memory, slightly slower steps (:mod:`silo_rt.runtime.low_memory`). (OpenVINO with its
+weights as inputs instead of constants held more, not less: ``benchmarks/memory/``.)"""
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Backend:
         title: its name in messages.
         precision_hint: appended to the refusal of another precision.
         memories: the ways it can hold a step's weights (``--memory``; the first is its
-            default): ``low`` keeps one copy at some speed.
+            default): ``low`` keeps one copy of most weights at some speed.
     """
 
     name: str

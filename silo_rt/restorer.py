@@ -108,8 +108,8 @@ class Restorer:
 
         ``backend``: ``auto`` (TensorRT when usable, else the faster CPU backend that agrees
         with ONNX Runtime), ``ort``, ``openvino`` or ``trt``; ``precision``: ``fp32``,
-        ``fp16`` or ``bf16``; ``memory``: ``fast`` or ``low`` (ONNX Runtime holding the
-        step's weights once, slower steps; see
+        ``fp16`` or ``bf16``; ``memory``: ``fast`` or ``low`` (ONNX Runtime holding most
+        of the step's weights once, slightly slower steps; see
         :class:`~silo_rt.runtime.BundleRunner`); ``log`` gets one-line notes (engine builds,
         tiles, the backend choice).
         """

@@ -103,10 +103,10 @@ from .restore_request import RestoreRequest
                    "on SD-1.x); 0 lets tiles only abut  [default: a quarter of the tile: 16 "
                    "on SD-1.x at 512 px, 4 on the demo]")
 @click.option("--memory", type=click.Choice(MEMORY_MODES), default="fast", show_default=True,
-              help="low: ONNX Runtime holds the step's weights once, as stored, instead of "
-                   "a copy per layout, for slower steps (SD-1.5 at 512 px: 7.2 instead of 8.9 "
-                   "GiB, steps 1.3x; README); auto runs ort so by itself where only fast would "
-                   "not fit")
+              help="low: ONNX Runtime holds the weights of the step's low-resolution layers "
+                   "once, as stored, instead of a copy per layout, for slightly slower steps "
+                   "(SD-1.5 at 512 px: 7.3-7.7 instead of 8.9 GiB, steps 1.06x; README); auto "
+                   "runs ort so by itself where only fast would not fit")
 def restore(**params):
     """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).
 

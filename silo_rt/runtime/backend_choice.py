@@ -11,8 +11,8 @@ Memory comes first: a candidate whose restoration would not fit in the memory th
 has available now (``MemAvailable``) is skipped, and the line says so. Its need is estimated
 from the bundle's graph files before it has been checked (:data:`PEAK_PER_GRAPH_BYTE`) and
 from the peak the check measured afterwards (:func:`estimated_peak`). Where ONNX Runtime
-itself would not fit, it runs with ``memory="low"`` (one copy of the step's weights, slower
-steps), and the line says that too.
+itself would not fit, it runs with ``memory="low"`` (one copy of most of the step's
+weights, slightly slower steps), and the line says that too.
 
 The verdict is cached per bundle, machine and library versions in
 ``$XDG_CACHE_HOME/silo-rt/auto-backend.json`` (``~/.cache`` by default), so only the first
@@ -48,11 +48,11 @@ step was 1.4e-6 off on the demo and 9.4e-3 on random-weight ``small`` (whose gui
 TIMED_STEPS = 3
 RESTORATION_GRAPHS = (step_io.VAE_ENCODER, step_io.STEP, step_io.VAE_DECODER)
 """The graphs a CPU restoration holds open at once."""
-PEAK_PER_GRAPH_BYTE = {"ort": 2.7, "ort-low": 2.2, "openvino": 4.5}
+PEAK_PER_GRAPH_BYTE = {"ort": 2.7, "ort-low": 2.3, "openvino": 4.5}
 """A restoration's peak RSS per byte of its graph files (:data:`RESTORATION_GRAPHS`), before
 a check has measured the step: sd15-random, sr8 at 512 px, attention recomputed in chunks of
-512 rows (3.80 GB of graphs; ONNX Runtime peaked at 8.9 GiB, 7.2 GiB with ``--memory low``,
-OpenVINO at 15.4; ``benchmarks/memory/``), with some margin."""
+512 rows (3.80 GB of graphs; ONNX Runtime peaked at 8.9 GiB, 7.3-7.7 GiB with ``--memory
+low``, OpenVINO at 15.4; ``benchmarks/memory/``), with some margin."""
 PIN_VARIABLE = "SILO_RT_AUTO_CPU"
 """``ort`` or ``openvino``: what ``auto`` runs on a CPU without checking (the same backend
 on every machine, e.g. for outputs that must match across machines)."""
