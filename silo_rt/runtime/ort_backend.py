@@ -117,6 +117,12 @@ class OrtGraphs:
             options.inter_op_num_threads = 1
         if self.device == "cpu":
             use_env_arena(ort, options)
+            # Without a memory pattern the arena serves each tensor from the chunks earlier
+            # ones freed. With it, each run asks for one block of the planned size, which the
+            # arena held beside the chunks it already had in some runs and not others:
+            # four single steps of sd15-random peaked at 6.2 or 7.7 GiB (low) and 8.7-8.8 GiB
+            # (fast) with it, 6.0 and 8.5 GiB without, steps no slower (benchmarks/memory).
+            options.enable_mem_pattern = False
         self._options = options
         self._bundle = Path(bundle)
         self._sessions: dict = {}
@@ -126,12 +132,12 @@ class OrtGraphs:
     def _run_options(self, name: str, last: bool = False):
         """Options for the next run of graph ``name`` (``last``: of a loop of runs).
 
-        A session's first run allocates every tensor from the arena separately; from the
-        second on, its memory pattern asks for one block of the planned size, which the
-        fragmented arena cannot give, so the arena would hold both (sd15-random's step:
-        +6 GiB). Shrinking the arena after the first run returns the first run's chunks;
-        after the last step it returns the step's activations before the decoder runs
-        (sd15-random: 3 GiB).
+        After a graph's first run, and after the last step of a loop of runs, the arena
+        returns its free chunks to the OS: after the last step, the step's activations
+        before the decoder runs (sd15-random: 3 GiB). The first-run shrink dates from
+        sessions with a memory pattern, whose block the fragmented arena otherwise held
+        beside the first run's chunks (sd15-random's step: +6 GiB); it is kept for what a
+        first run allocates once.
         """
         import onnxruntime as ort
 
