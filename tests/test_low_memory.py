@@ -17,9 +17,14 @@ from PIL import Image
 from silo_rt.bundle_format import load_manifest
 from silo_rt.demo import demo_bundle
 from silo_rt.runtime import BundleRunner
-from silo_rt.runtime.low_memory import (WEIGHT_MAX_ROWS, WEIGHT_MIN_ELEMENTS,
-                                       conv_gradients_as_transposed, held_as_stored,
-                                       low_memory_model, weight_rows)
+from silo_rt.runtime.low_memory import (
+    WEIGHT_MAX_ROWS,
+    WEIGHT_MIN_ELEMENTS,
+    conv_gradients_as_transposed,
+    held_as_stored,
+    low_memory_model,
+    weight_rows,
+)
 from silo_rt.runtime.ort_backend import OrtGraphs
 from silo_rt.runtime.step_io import STEP
 
