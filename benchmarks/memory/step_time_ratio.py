@@ -3,6 +3,7 @@
 
     python benchmarks/memory/step_time_ratio.py A B [--backend ort|openvino] [--rounds 15]
         [--memory fast low]   # ORT: how each holds its weights (A B may be one bundle)
+        [--pattern on off]    # ORT: each with or without a memory pattern (the runtime: off)
 
 Each round runs one step of A, then one of B (the order alternates every round), on the same
 fixed inputs (the middle of A's schedule). Prints one JSON line: each bundle's median step
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _graphs(bundle: Path, backend: str, memory: str = "fast"):
+def _graphs(bundle: Path, backend: str, memory: str = "fast", pattern: str = "off"):
     from silo_rt.bundle_format import load_manifest
 
     manifest = load_manifest(bundle, verify=False)
@@ -31,8 +32,10 @@ def _graphs(bundle: Path, backend: str, memory: str = "fast"):
         return OpenVinoGraphs(bundle, manifest, threads=2), manifest
     from silo_rt.runtime.ort_backend import OrtGraphs
 
-    return OrtGraphs(bundle, manifest, providers=["CPUExecutionProvider"], threads=2,
-                     memory=memory), manifest
+    graphs = OrtGraphs(bundle, manifest, providers=["CPUExecutionProvider"], threads=2,
+                       memory=memory)
+    graphs._options.enable_mem_pattern = pattern == "on"
+    return graphs, manifest
 
 
 def main() -> None:
@@ -43,10 +46,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--memory", nargs=2, default=["fast", "fast"],
                         help="ORT's memory mode for A and B")
+    parser.add_argument("--pattern", nargs=2, default=["off", "off"], choices=("on", "off"),
+                        help="ORT's memory pattern for A and B")
     args = parser.parse_args()
     calls = []
-    for bundle, memory in zip((args.a, args.b), args.memory):
-        graphs, m = _graphs(bundle, args.backend, memory)
+    for bundle, memory, pattern in zip((args.a, args.b), args.memory, args.pattern):
+        graphs, m = _graphs(bundle, args.backend, memory, pattern)
         rng = np.random.default_rng(0)
         shape = tuple(m.latent_shape)
         middle = len(m.schedule.timesteps) // 2
@@ -67,7 +72,7 @@ def main() -> None:
             seconds[which].append(time.perf_counter() - start)
     ratios = [b / a for a, b in zip(*seconds)]
     print(json.dumps({"a": str(args.a), "b": str(args.b), "backend": args.backend,
-                      "memory": args.memory,
+                      "memory": args.memory, "pattern": args.pattern,
                       "rounds": args.rounds,
                       "median_step_s": [round(float(np.median(s)), 4) for s in seconds],
                       "paired_ratio_b_over_a": round(float(np.median(ratios)), 4),
