@@ -105,7 +105,7 @@ from .restore_request import RestoreRequest
 @click.option("--memory", type=click.Choice(MEMORY_MODES), default="fast", show_default=True,
               help="low: ONNX Runtime holds the weights of the step's low-resolution layers "
                    "once, as stored, instead of a copy per layout, for slightly slower steps "
-                   "(SD-1.5 at 512 px: 7.3 instead of 8.9 GiB, steps 1.06x; README); auto "
+                   "(SD-1.5 at 512 px: 6.2 instead of 8.6 GiB, steps 1.06x; README); auto "
                    "runs ort so by itself where only fast would not fit")
 def restore(**params):
     """Restore a MEASUREMENT image, or a folder / .txt list of them, with SILO (Algorithm 1).

@@ -48,11 +48,11 @@ step was 1.4e-6 off on the demo and 9.4e-3 on random-weight ``small`` (whose gui
 TIMED_STEPS = 3
 RESTORATION_GRAPHS = (step_io.VAE_ENCODER, step_io.STEP, step_io.VAE_DECODER)
 """The graphs a CPU restoration holds open at once."""
-PEAK_PER_GRAPH_BYTE = {"ort": 2.7, "ort-low": 2.3, "openvino": 4.5}
+PEAK_PER_GRAPH_BYTE = {"ort": 2.6, "ort-low": 2.0, "openvino": 4.5}
 """A restoration's peak RSS per byte of its graph files (:data:`RESTORATION_GRAPHS`), before
 a check has measured the step: sd15-random, sr8 at 512 px, attention recomputed in chunks of
-512 rows (3.80 GB of graphs; ONNX Runtime peaked at 8.9 GiB, 7.3 GiB with ``--memory low``
-(7.9 by tiles), OpenVINO at 15.4; ``benchmarks/memory/``), with some margin."""
+512 rows (3.80 GB of graphs; ONNX Runtime peaked at 8.6 GiB, 6.2 GiB with ``--memory low``,
+also by tiles, OpenVINO at 15.4; ``benchmarks/memory/``), with some margin."""
 PIN_VARIABLE = "SILO_RT_AUTO_CPU"
 """``ort`` or ``openvino``: what ``auto`` runs on a CPU without checking (the same backend
 on every machine, e.g. for outputs that must match across machines)."""

@@ -30,8 +30,9 @@ WEIGHT_MIN_ELEMENTS = 4096
 WEIGHT_MAX_ROWS = 256
 """… and only those applied to at most this many rows (a convolution's output pixels, a
 matrix product's output rows; batch included): SD-1.x at 512 px, the 16×16 and 8×8 levels,
-2.7 of its 3.2 GiB of weights. sd15-random: 7.7 GiB peak at 1.07× ``fast``'s step time, where
-holding every weight as stored peaked at 7.2 GiB at 1.19× (``benchmarks/memory``)."""
+2.7 of its 3.2 GiB of weights. sd15-random, measured with ONNX Runtime's memory pattern on:
+7.3 GiB peak at 1.057× ``fast``'s step time, where holding every weight as stored peaked at
+6.3 GiB at 1.20× (``benchmarks/memory``)."""
 
 _MATRIX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _LAYOUT_OPS = ("Cast", "Transpose", "Reshape", "Slice")  # a weight read in another layout
