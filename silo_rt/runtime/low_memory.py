@@ -13,7 +13,7 @@ needs. Two choices keep that cheap (sd15-random, ``benchmarks/memory/README.md``
   that re-derives its weight each step costs most at high resolution, where weights are small;
 * the backward of a convolution whose weight is held as stored reads that weight as it is, as
   a ``ConvTranspose``, instead of a flipped, transposed copy made every step (ONNX Runtime's
-  ``Slice`` with negative steps alone took 1.5 s of a 10 s step).
+  ``Slice`` with negative steps alone took 1.4 s of an 11 s profiled step).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ WEIGHT_MAX_ROWS = 256
 matrix product's output rows; batch included): SD-1.x at 512 px, the 16×16 and 8×8 levels,
 2.7 of its 3.2 GiB of weights. sd15-random, measured with ONNX Runtime's memory pattern on:
 7.3 GiB peak at 1.057× ``fast``'s step time, where holding every weight as stored peaked at
-6.3 GiB at 1.20× (``benchmarks/memory``)."""
+6.3 GiB at 1.20×; with the pattern off, as the runtime runs now, 6.2 GiB at 1.063×
+(``benchmarks/memory``)."""
 
 _MATRIX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _LAYOUT_OPS = ("Cast", "Transpose", "Reshape", "Slice")  # a weight read in another layout
