@@ -105,6 +105,32 @@ def _constant_values(model) -> dict[str, list]:
     return values
 
 
+def _flipped_weight(node, producer: dict, constants: dict):
+    """``(transpose, slice)`` where ``node`` is ``Conv(g, Transpose(Slice(W)))`` with the
+    slice flipping both spatial axes, the transpose swapping the channel axes, stride 1 and
+    one group: a convolution's input gradient as the exporter writes it; else None."""
+    from onnx import helper
+
+    if node.op_type != "Conv" or len(node.input) != 2:
+        return None
+    swap = producer.get(node.input[1])
+    flip = producer.get(swap.input[0]) if swap is not None else None
+    if (flip is None or swap.op_type != "Transpose" or flip.op_type != "Slice"
+            or [list(a.ints) for a in swap.attribute if a.name == "perm"] != [[1, 0, 2, 3]]
+            or len(flip.input) != 5):
+        return None
+    starts, ends, axes, steps = (constants.get(name) for name in flip.input[1:])
+    if not (starts == [-1, -1] and ends == [_INT64_MIN, _INT64_MIN] and axes == [2, 3]
+            and steps == [-1, -1]):
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if (attrs.get("group", 1) != 1 or list(attrs.get("strides", [1, 1])) != [1, 1]
+            or attrs.get("auto_pad", b"NOTSET") != b"NOTSET"
+            or len(attrs.get("kernel_shape", [])) != 2):
+        return None
+    return swap, flip
+
+
 def conv_gradients_as_transposed(model, weights: set[str]) -> int:
     """Rewrite, in place, each ``Conv(g, Transpose(Slice(W)))`` that the exporter wrote for a
     convolution's input gradient (``W`` flipped in both spatial axes, its channel axes
@@ -121,31 +147,16 @@ def conv_gradients_as_transposed(model, weights: set[str]) -> int:
         node = producer.get(name)
         return node.input[0] if node is not None and node.op_type == "Cast" else name
 
-    def flip_of(node) -> str | None:
-        """The tensor ``node`` flips spatially (``x[:, :, ::-1, ::-1]``), else None."""
-        if node is None or node.op_type != "Slice" or len(node.input) != 5:
-            return None
-        starts, ends, axes, steps = (constants.get(n) for n in node.input[1:])
-        if (starts == [-1, -1] and ends == [_INT64_MIN, _INT64_MIN] and axes == [2, 3]
-                and steps == [-1, -1]):
-            return node.input[0]
-        return None
-
     nodes, replaced, rewritten = [], set(), 0
     for node in graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        swap = producer.get(node.input[1]) if node.op_type == "Conv" else None
-        flip = producer.get(swap.input[0]) if swap is not None else None
-        flipped = flip_of(flip) if swap is not None and swap.op_type == "Transpose" else None
-        kernel = list(attrs.get("kernel_shape", []))
-        dilations = list(attrs.get("dilations", [1, 1]))
-        if (flipped is None or source(flipped) not in weights or len(node.input) != 2
-                or [list(a.ints) for a in swap.attribute if a.name == "perm"] != [[1, 0, 2, 3]]
-                or attrs.get("group", 1) != 1 or list(attrs.get("strides", [1, 1])) != [1, 1]
-                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
-                or len(kernel) != 2):
+        match = _flipped_weight(node, producer, constants)
+        if match is None or source(match[1].input[0]) not in weights:
             nodes.append(node)
             continue
+        swap, flip = match
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        kernel = list(attrs["kernel_shape"])
+        dilations = list(attrs.get("dilations", [1, 1]))
         # the flipped convolution pads by reach - p where the forward padded by p
         pads = [dilations[i % 2] * (kernel[i % 2] - 1) - p
                 for i, p in enumerate(attrs.get("pads", [0, 0, 0, 0]))]
@@ -153,11 +164,11 @@ def conv_gradients_as_transposed(model, weights: set[str]) -> int:
             nodes.append(node)
             continue
         nodes.append(helper.make_node(
-            "ConvTranspose", [node.input[0], flipped], list(node.output),
+            "ConvTranspose", [node.input[0], flip.input[0]], list(node.output),
             name=f"{node.name}_transposed", kernel_shape=kernel, dilations=dilations,
             strides=[1, 1], pads=pads, group=1))
-        rewritten += 1
         replaced.update((swap.output[0], flip.output[0]))
+        rewritten += 1
     # drop the transposes, then the slices, that nothing reads any more
     for _ in range(2):
         read = {name for n in nodes for name in n.input} | {o.name for o in graph.output}
