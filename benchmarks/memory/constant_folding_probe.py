@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+from middle_step import middle_step
 
 from silo_rt.bench.memory import Stages
 
@@ -38,16 +39,7 @@ def main() -> None:
         str(manifest.graph_file(bundle, "step")), graphs._options,
         providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
     stages.mark("load step")
-    rng = np.random.default_rng(0)
-    shape = tuple(manifest.latent_shape)
-    context = np.load(f"{bundle}/{manifest.context.file}").astype(np.float32)
-    middle = len(manifest.schedule.timesteps) // 2
-    call = graphs.single_step(rng.standard_normal(shape, dtype=np.float32),
-                              rng.standard_normal(shape, dtype=np.float32), context,
-                              np.array([manifest.schedule.timesteps[middle]], np.float32),
-                              np.asarray(manifest.schedule.coefficients[middle], np.float32),
-                              rng.standard_normal(shape, dtype=np.float32), manifest.eta,
-                              manifest.sigma_y)
+    call = middle_step(graphs, bundle, manifest)
     call()
     stages.mark("step 1")
     seconds = []

@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from middle_step import middle_step
 
 
 def _conv_groups(model_path: Path, per_node: dict[str, tuple[str, float]]) -> list:
@@ -69,15 +69,7 @@ def main() -> None:
     folder = tempfile.mkdtemp()
     graphs._options.enable_profiling = True
     graphs._options.profile_file_prefix = os.path.join(folder, "step")
-    rng = np.random.default_rng(0)
-    shape = tuple(manifest.latent_shape)
-    middle = len(manifest.schedule.timesteps) // 2
-    context = np.load(args.bundle / manifest.context.file).astype(np.float32)
-    step = graphs.single_step(
-        rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32),
-        context, np.array([manifest.schedule.timesteps[middle]], np.float32),
-        np.asarray(manifest.schedule.coefficients[middle], np.float32),
-        rng.standard_normal(shape, dtype=np.float32), manifest.eta, manifest.sigma_y)
+    step = middle_step(graphs, args.bundle, manifest)
     for _ in range(3):
         step()
     events = json.loads(Path(graphs.session(graphs.step_graph).end_profiling()).read_text())

@@ -134,6 +134,7 @@ def _stored(name: str, values: np.ndarray, sink, location: str):
 
     if sink is None or values.nbytes < INLINE_BYTES:
         return numpy_helper.from_array(values, name)
+    # built by hand: onnx's set_external_data wants the bytes in raw_data (the protobuf) first
     offset = -sink.tell() % ALIGNMENT + sink.tell()
     sink.write(b"\0" * (offset - sink.tell()))
     sink.write(np.ascontiguousarray(values).tobytes())
